@@ -1,0 +1,20 @@
+"""parml: parallel model selection for scikit-learn.
+
+Drop-in replacements for scikit-learn's searches and cross-validation that
+run every (candidate, split) fit as a task of one scheduler, on local cores.
+"""
+
+from .model_selection import (
+    ParallelGridSearchCV,
+    ParallelRandomizedSearchCV,
+    cross_val_parallel,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ParallelGridSearchCV",
+    "ParallelRandomizedSearchCV",
+    "__version__",
+    "cross_val_parallel",
+]

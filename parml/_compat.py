@@ -1,0 +1,86 @@
+"""The one place where parml touches private names of scikit-learn.
+
+scikit-learn offers no public API for a few things a drop-in search must do
+exactly as ``GridSearchCV`` does them: splitting pairwise (precomputed kernel)
+data, indexing fit parameters per split, scoring with ``error_score`` handling,
+resolving the scorers and routing fit parameters of a search, and declaring
+parameter constraints. Each name imported here is checked by
+``tests/test_compat.py``, so a scikit-learn release that changes one of them
+fails loudly there instead of silently changing parml's results.
+"""
+
+from sklearn.base import _fit_context
+from sklearn.metrics._scorer import _MultimetricScorer
+from sklearn.model_selection._validation import (
+    _aggregate_score_dicts,
+    _insert_error_scores,
+    _normalize_score_results,
+    _score,
+)
+from sklearn.utils._param_validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    validate_params,
+)
+from sklearn.utils.metaestimators import _safe_split
+from sklearn.utils.validation import _check_method_params, _num_samples
+
+__all__ = [
+    "HasMethods",
+    "Interval",
+    "StrOptions",
+    "aggregate_score_dicts",
+    "callbacks_supported",
+    "check_method_params",
+    "fit_context",
+    "insert_error_scores",
+    "is_multimetric_scorer",
+    "normalize_score_results",
+    "num_samples",
+    "safe_split",
+    "score",
+    "scorer_dict",
+    "search_routed_params",
+    "search_scorers",
+    "validate_params",
+]
+
+fit_context = _fit_context
+safe_split = _safe_split
+check_method_params = _check_method_params
+num_samples = _num_samples
+score = _score
+aggregate_score_dicts = _aggregate_score_dicts
+insert_error_scores = _insert_error_scores
+normalize_score_results = _normalize_score_results
+
+
+def is_multimetric_scorer(scorer):
+    """Whether ``scorer`` is scikit-learn's multi-metric scorer."""
+    return isinstance(scorer, _MultimetricScorer)
+
+
+def scorer_dict(scorer):
+    """The ``{name: scorer}`` dict inside a multi-metric scorer."""
+    return scorer._scorers
+
+
+def search_scorers(search):
+    """``(scorers, refit_metric)`` exactly as ``BaseSearchCV.fit`` resolves them."""
+    return search._get_scorers()
+
+
+def search_routed_params(search, params):
+    """Fit parameters routed to estimator, splitter and scorer, as ``BaseSearchCV``."""
+    return search._get_routed_params_for_fit(params)
+
+
+def callbacks_supported(estimator):
+    """Whether the installed scikit-learn has the callback API (1.9 and later)."""
+    return hasattr(estimator, "_init_callback_context")
+
+
+def init_callback_context(estimator, max_subtasks):
+    """Root callback context of ``estimator``'s fit (scikit-learn >= 1.9)."""
+    return estimator._init_callback_context(max_subtasks=max_subtasks)

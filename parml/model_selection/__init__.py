@@ -1,0 +1,6 @@
+"""Model selection on parml's scheduler: searches and cross-validation."""
+
+from ._search import ParallelGridSearchCV, ParallelRandomizedSearchCV
+from ._validation import cross_val_parallel
+
+__all__ = ["ParallelGridSearchCV", "ParallelRandomizedSearchCV", "cross_val_parallel"]

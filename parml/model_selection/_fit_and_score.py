@@ -1,0 +1,202 @@
+"""The unit of work of every search and cross-validation: fit on a split, score it."""
+
+import time
+from dataclasses import dataclass
+from traceback import format_exc
+from typing import Any, Optional
+
+from joblib import logger
+from sklearn.base import clone
+
+from .. import _compat
+
+
+@dataclass
+class FitRecord:
+    """Result of fitting one candidate on one split.
+
+    Attributes
+    ----------
+    candidate_idx, split_idx : int
+        The key: which parameter candidate, which CV split.
+    test_scores, train_scores : float or dict or None
+        Scores (a dict for multi-metric scoring); ``error_score`` on failure;
+        ``train_scores`` is None unless requested.
+    n_test_samples : int
+    fit_time, score_time : float
+        Seconds.
+    fit_error : str or None
+        The formatted traceback of a failed fit.
+    estimator : estimator or None
+        The fitted estimator, when requested.
+    """
+
+    candidate_idx: int
+    split_idx: int
+    test_scores: Any
+    train_scores: Any
+    n_test_samples: int
+    fit_time: float
+    score_time: float
+    fit_error: Optional[str] = None
+    estimator: Any = None
+
+
+def fit_and_score(
+    estimator,
+    data,
+    split_idx,
+    *,
+    candidate_idx=0,
+    parameters=None,
+    scorer,
+    fit_params=None,
+    score_params=None,
+    return_train_score=False,
+    return_estimator=False,
+    error_score=float("nan"),
+    verbose=0,
+    progress=None,
+    callback_ctx=None,
+    caller=None,
+):
+    """Fit ``clone(estimator)`` with ``parameters`` on one split and score it.
+
+    Behaves as scikit-learn's private ``_fit_and_score``: a failing fit follows
+    ``error_score``, a failing scorer warns, verbose output has the same form.
+
+    Parameters
+    ----------
+    estimator : estimator
+        Unfitted template; it is cloned here.
+    data : dict
+        Shared data with keys ``"X"``, ``"y"`` and ``"splits"`` (a list of
+        ``(train, test)`` index arrays); ``split_idx`` picks the split.
+    split_idx : int
+    candidate_idx : int
+    parameters : dict or None
+        Parameters set on the clone before fitting.
+    scorer : callable
+        A scorer, or scikit-learn's multi-metric scorer.
+    fit_params, score_params : dict or None
+        Per-sample values are indexed by the split here.
+    return_train_score, return_estimator : bool
+    error_score : 'raise' or float
+    verbose : int
+    progress : tuple of (int, int) or None
+        ``(n_splits, n_candidates)`` for verbose messages.
+    callback_ctx : scikit-learn CallbackContext or None
+    caller : estimator or None
+        The search, passed to callbacks.
+
+    Returns
+    -------
+    record : FitRecord
+    """
+    X, y = data["X"], data["y"]
+    train, test = data["splits"][split_idx]
+    estimator = clone(estimator)
+    if parameters is not None:
+        estimator = estimator.set_params(**clone(parameters, safe=False))
+    fit_params = _compat.check_method_params(X, params=fit_params or {}, indices=train)
+    score_params = score_params or {}
+    score_params_train = _compat.check_method_params(X, params=score_params, indices=train)
+    score_params_test = _compat.check_method_params(X, params=score_params, indices=test)
+
+    start_time = time.time()
+    X_train, y_train = _compat.safe_split(estimator, X, y, train)
+    X_test, y_test = _compat.safe_split(estimator, X, y, test, train)
+    train_scores = None
+    fit_error = None
+    try:
+        _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller)
+    except Exception:
+        fit_time = time.time() - start_time
+        score_time = 0.0
+        if error_score == "raise":
+            raise
+        fit_error = format_exc()
+        if _compat.is_multimetric_scorer(scorer):
+            test_scores = {name: error_score for name in _compat.scorer_dict(scorer)}
+        else:
+            test_scores = error_score
+        if return_train_score:
+            train_scores = (
+                test_scores.copy() if isinstance(test_scores, dict) else test_scores
+            )
+    else:
+        fit_time = time.time() - start_time
+        test_scores = _compat.score(
+            estimator, X_test, y_test, scorer, score_params_test, error_score
+        )
+        score_time = time.time() - start_time - fit_time
+        if return_train_score:
+            train_scores = _compat.score(
+                estimator, X_train, y_train, scorer, score_params_train, error_score
+            )
+    if verbose > 1:
+        _print_end(
+            verbose, split_idx, candidate_idx, progress, parameters,
+            test_scores, train_scores, fit_time + score_time,
+        )
+    return FitRecord(
+        candidate_idx=candidate_idx,
+        split_idx=split_idx,
+        test_scores=test_scores,
+        train_scores=train_scores,
+        n_test_samples=_compat.num_samples(X_test),
+        fit_time=fit_time,
+        score_time=score_time,
+        fit_error=fit_error,
+        estimator=estimator if return_estimator else None,
+    )
+
+
+def _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller):
+    args = (X_train,) if y_train is None else (X_train, y_train)
+    if callback_ctx is None:
+        estimator.fit(*args, **fit_params)
+        return
+    sample_weight = fit_params.get("sample_weight")
+    metadata = None if sample_weight is None else {"sample_weight": sample_weight}
+    try:
+        with callback_ctx.propagate_callback_context(estimator):
+            callback_ctx.call_on_fit_task_begin(
+                estimator=caller, X=X_train, y=y_train, metadata=metadata
+            )
+            estimator.fit(*args, **fit_params)
+    finally:
+        callback_ctx.call_on_fit_task_end(
+            estimator=caller, X=X_train, y=y_train, metadata=metadata
+        )
+
+
+def _print_end(verbose, split_idx, candidate_idx, progress, parameters,
+               test_scores, train_scores, total_time):
+    """Print scikit-learn's ``[CV i/n] END ...`` line."""
+    progress_msg = ""
+    if verbose > 2 and progress is not None:
+        n_splits, n_candidates = progress
+        progress_msg = f" {split_idx + 1}/{n_splits}"
+        if verbose > 9:
+            progress_msg += f"; {candidate_idx + 1}/{n_candidates}"
+    params_msg = ""
+    if parameters is not None:
+        params_msg = ", ".join(f"{k}={parameters[k]}" for k in sorted(parameters))
+    end_msg = f"[CV{progress_msg}] END "
+    result_msg = params_msg + (";" if params_msg else "")
+    if verbose > 2:
+        if isinstance(test_scores, dict):
+            for name in sorted(test_scores):
+                result_msg += f" {name}: ("
+                if train_scores is not None:
+                    result_msg += f"train={train_scores[name]:.3f}, "
+                result_msg += f"test={test_scores[name]:.3f})"
+        elif train_scores is not None:
+            result_msg += f", score=(train={train_scores:.3f}, test={test_scores:.3f})"
+        else:
+            result_msg += f", score={test_scores:.3f}"
+    result_msg += f" total time={logger.short_format_time(total_time)}"
+    end_msg += "." * (80 - len(end_msg) - len(result_msg))
+    print(end_msg + result_msg)
+

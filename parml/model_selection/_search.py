@@ -1,0 +1,522 @@
+"""ParallelGridSearchCV and ParallelRandomizedSearchCV: plan, run, merge, select, refit."""
+
+import time
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import clone, is_classifier
+from sklearn.model_selection import (
+    GridSearchCV,
+    ParameterGrid,
+    ParameterSampler,
+    RandomizedSearchCV,
+    check_cv,
+)
+from sklearn.utils import indexable
+
+from .. import _compat
+from ..scheduler import Scheduler, Task, check_backend
+from ._checks import (
+    check_candidates,
+    check_consistent_length,
+    check_refit_for_multimetric,
+)
+from ._fit_and_score import fit_and_score
+from ._results import fill_error_scores, format_cv_results, warn_or_raise_about_fit_failures
+
+#: Constraints parml adds to (or tightens in) scikit-learn's search constraints.
+PARALLEL_CONSTRAINTS = {
+    "n_jobs": [
+        _compat.Interval(Integral, 1, None, closed="left"),
+        _compat.Interval(Integral, None, -1, closed="right"),
+        None,
+    ],
+    "backend": [str, None],
+    "progress": ["boolean"],
+}
+
+
+@dataclass
+class SearchPlan:
+    """Everything decided before the first fit: candidates, splits, routing."""
+
+    candidate_params: list
+    splits: list
+    scorers: object
+    refit_metric: str
+    routed: object
+    X: object
+    y: object
+
+
+class ParallelSearchMixin:
+    """``fit`` for parml's searches; the subclass only says which candidates.
+
+    Subclasses define ``_candidate_params()`` and inherit everything else
+    (predict, score, routing, tags) from scikit-learn's search class.
+    """
+
+    @_compat.fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None, **params):
+        """Run fit with all sets of parameters, in parallel.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, n_samples)
+            Training vectors; for a precomputed kernel, the square kernel matrix.
+        y : array-like of shape (n_samples, n_output) or (n_samples,), default=None
+            Target relative to X for classification or regression; None for
+            unsupervised learning.
+        **params : dict of str -> object
+            Parameters passed to the ``fit`` method of the estimator, the scorer
+            and the CV splitter (``groups``), as in scikit-learn's search.
+
+        Returns
+        -------
+        self : object
+            Instance of fitted estimator.
+        """
+        check_backend(self.backend)
+        plan = self._plan(X, y, params)
+        root_ctx = self._begin_callbacks(plan)
+        results, multimetric, first_scores = self._evaluate(plan, root_ctx)
+        self._select_best(results, plan, multimetric, first_scores)
+        if self.refit:
+            self._refit(plan, root_ctx)
+        self.scorer_ = (
+            _compat.scorer_dict(plan.scorers)
+            if _compat.is_multimetric_scorer(plan.scorers)
+            else plan.scorers
+        )
+        self.cv_results_ = results
+        if root_ctx is not None:
+            root_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=None)
+        return self
+
+    # -- plan ---------------------------------------------------------------
+    def _plan(self, X, y, params):
+        scorers, refit_metric = _compat.search_scorers(self)
+        check_consistent_length(X, y)
+        X, y = indexable(X, y)
+        params = _compat.check_method_params(X, params=params)
+        routed = _compat.search_routed_params(self, params)
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        self.n_splits_ = cv.get_n_splits(X, y, **routed.splitter.split)
+        splits = list(cv.split(X, y, **routed.splitter.split))
+        if len(splits) != self.n_splits_:
+            raise ValueError(
+                "cv.split and cv.get_n_splits return inconsistent results. "
+                f"Expected {self.n_splits_} splits, got {len(splits)}"
+            )
+        candidate_params = list(self._candidate_params())
+        check_candidates(self.estimator, candidate_params, self._grid_param_name)
+        return SearchPlan(candidate_params, splits, scorers, refit_metric, routed, X, y)
+
+    def _plan_tasks(self, plan, data, search_ctx):
+        n_candidates, n_splits = len(plan.candidate_params), len(plan.splits)
+        contexts = _task_contexts(search_ctx, n_candidates * n_splits)
+        return [
+            Task(
+                key=(cand_idx, split_idx),
+                func=fit_and_score,
+                kwargs=dict(
+                    estimator=self.estimator,
+                    data=data,
+                    split_idx=split_idx,
+                    candidate_idx=cand_idx,
+                    parameters=parameters,
+                    scorer=plan.scorers,
+                    fit_params=plan.routed.estimator.fit,
+                    score_params=plan.routed.scorer.score,
+                    return_train_score=self.return_train_score,
+                    error_score=self.error_score,
+                    verbose=self.verbose,
+                    progress=(n_splits, n_candidates),
+                    callback_ctx=contexts[cand_idx * n_splits + split_idx],
+                    caller=self if search_ctx is not None else None,
+                ),
+            )
+            for cand_idx, parameters in enumerate(plan.candidate_params)
+            for split_idx in range(n_splits)
+        ]
+
+    # -- run and merge --------------------------------------------------------
+    def _evaluate(self, plan, root_ctx):
+        n_candidates, n_splits = len(plan.candidate_params), len(plan.splits)
+        if n_candidates * n_splits == 0:
+            raise ValueError(
+                "No fits were performed. Was the CV iterator empty? "
+                "Were there no candidates?"
+            )
+        if self.verbose > 0:
+            print(
+                f"Fitting {n_splits} folds for each of {n_candidates} candidates,"
+                f" totalling {n_candidates * n_splits} fits"
+            )
+        search_ctx = _search_context(self, root_ctx, n_candidates * n_splits)
+        with Scheduler(
+            backend=self.backend,
+            n_jobs=self.n_jobs,
+            pre_dispatch=self.pre_dispatch,
+            progress=self.progress,
+            desc=type(self).__name__,
+        ) as scheduler:
+            data = scheduler.share({"X": plan.X, "y": plan.y, "splits": plan.splits})
+            tasks = self._plan_tasks(plan, data, search_ctx)
+            records = [record.value for record in scheduler.run(tasks)]
+        if search_ctx is not None:
+            search_ctx.call_on_fit_task_end(estimator=self)
+        warn_or_raise_about_fit_failures(records, self.error_score)
+        if callable(self.scoring):
+            fill_error_scores(records, self.error_score)
+        results = format_cv_results(
+            plan.candidate_params, n_splits, records, self.return_train_score
+        )
+        first = min(records, key=lambda r: (r.candidate_idx, r.split_idx))
+        return results, isinstance(first.test_scores, dict), first.test_scores
+
+    # -- select and refit -----------------------------------------------------
+    def _select_best(self, results, plan, multimetric, first_scores):
+        self.multimetric_ = multimetric
+        refit_metric = plan.refit_metric
+        if callable(self.scoring) and multimetric:
+            check_refit_for_multimetric(self.refit, first_scores)
+            refit_metric = self.refit
+        if not (self.refit or not multimetric):
+            return
+        self.best_index_ = _best_index(self.refit, refit_metric, results)
+        if not callable(self.refit):
+            self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
+        self.best_params_ = results["params"][self.best_index_]
+
+    def _refit(self, plan, root_ctx):
+        self.best_estimator_ = clone(self.estimator).set_params(
+            **clone(self.best_params_, safe=False)
+        )
+        args = (plan.X,) if plan.y is None else (plan.X, plan.y)
+        refit_ctx = None
+        if root_ctx is not None:
+            refit_ctx = root_ctx.subcontext(task_name="refit-with-best-params")
+            refit_ctx.call_on_fit_task_begin(estimator=self, X=plan.X, y=plan.y)
+        start = time.time()
+        if refit_ctx is None:
+            self.best_estimator_.fit(*args, **plan.routed.estimator.fit)
+        else:
+            with refit_ctx.propagate_callback_context(self.best_estimator_):
+                self.best_estimator_.fit(*args, **plan.routed.estimator.fit)
+        self.refit_time_ = time.time() - start
+        if hasattr(self.best_estimator_, "feature_names_in_"):
+            self.feature_names_in_ = self.best_estimator_.feature_names_in_
+        if refit_ctx is not None:
+            refit_ctx.call_on_fit_task_end(estimator=self, X=plan.X, y=plan.y)
+
+    # -- callbacks (scikit-learn >= 1.9) --------------------------------------
+    def _begin_callbacks(self, plan):
+        if not _compat.callbacks_supported(self):
+            return None
+        root = _compat.init_callback_context(
+            self, max_subtasks=1 + (self.refit is not False)
+        )
+        return root.call_on_fit_task_begin(estimator=self, X=plan.X, y=plan.y)
+
+
+def _search_context(search, root_ctx, n_tasks):
+    if root_ctx is None:
+        return None
+    return root_ctx.subcontext(
+        task_name="search", max_subtasks=n_tasks, sequential_subtasks=False
+    ).call_on_fit_task_begin(estimator=search)
+
+
+def _task_contexts(search_ctx, n_tasks):
+    if search_ctx is None:
+        return [None] * n_tasks
+    return [
+        search_ctx.subcontext(task_name="candidate-split-evaluation", task_id=i)
+        for i in range(n_tasks)
+    ]
+
+
+def _best_index(refit, refit_metric, results):
+    """Index of the best candidate: ``refit(results)`` or the top rank."""
+    if not callable(refit):
+        return results[f"rank_test_{refit_metric}"].argmin()
+    best_index = refit(results)
+    if not isinstance(best_index, Integral):
+        raise TypeError("best_index_ returned is not an integer")
+    if best_index < 0 or best_index >= len(results["params"]):
+        raise IndexError("best_index_ index out of range")
+    return best_index
+
+
+class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
+    """Exhaustive search over a parameter grid, fitted in parallel.
+
+    A drop-in replacement for :class:`sklearn.model_selection.GridSearchCV`:
+    the same parameters, fitted attributes and ``cv_results_``. Every
+    (candidate, split) fit is a task of parml's scheduler: the data is shared
+    with the workers once, results stream back as they finish and are merged
+    by key, and nested BLAS threads are limited so that ``n_jobs`` workers do
+    not oversubscribe the cores.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        The object to tune; it must implement ``fit`` and be scored (either
+        a ``score`` method or ``scoring``).
+    param_grid : dict or list of dictionaries
+        Parameter names mapped to lists of values, or a list of such dicts
+        (each spanning its own grid).
+    scoring : str, callable, list, tuple, dict or None, default=None
+        Strategy to evaluate the held-out predictions, as in scikit-learn:
+        one scorer name or callable, or several (a list or a dict) for
+        multi-metric evaluation.
+    n_jobs : int, default=None
+        Number of workers. ``None`` means 1 unless inside a
+        :func:`joblib.parallel_config` context; ``-1`` means all processors.
+    refit : bool, str or callable, default=True
+        Refit an estimator with the best parameters on the whole data. For
+        multi-metric scoring, the name of the metric that picks the best, or
+        a callable taking ``cv_results_`` and returning the best index.
+    cv : int, cross-validation generator or iterable, default=None
+        The splitting strategy, as in scikit-learn (5-fold by default,
+        stratified for classifiers).
+    verbose : int, default=0
+        Verbosity, with scikit-learn's meaning: >0 counts the fits, >1 prints
+        each fit's time, >2 its score too.
+    pre_dispatch : int or str, default="2*n_jobs"
+        How many tasks are dispatched ahead of the workers.
+    error_score : 'raise' or numeric, default=np.nan
+        Score given to a fit that raises; ``'raise'`` re-raises the error.
+        Failed fits are reported once, grouped, in a FitFailedWarning.
+    return_train_score : bool, default=False
+        Also score each fit on its training data.
+    backend : str or None, default=None
+        Where tasks run: None follows :func:`joblib.parallel_config` (else
+        ``"loky"`` processes); ``"threading"``; or any registered joblib
+        backend name.
+    progress : bool, default=False
+        Show a progress bar (tqdm) counting finished fits, with elapsed time
+        and ETA. Needs ``pip install "parml[progress]"``.
+
+    Attributes
+    ----------
+    cv_results_ : dict of numpy (masked) ndarrays
+        Scores, times and parameters of every candidate, exactly as
+        :class:`~sklearn.model_selection.GridSearchCV` builds them.
+    best_estimator_ : estimator
+        Estimator refitted on the whole data with the best parameters
+        (when ``refit`` is not False).
+    best_score_ : float
+        Mean cross-validated score of the best candidate.
+    best_params_ : dict
+        Parameters of the best candidate.
+    best_index_ : int
+        Index of the best candidate in ``cv_results_``.
+    scorer_ : function or dict
+        The scorer(s) used on the held-out data.
+    n_splits_ : int
+        Number of cross-validation splits.
+    refit_time_ : float
+        Seconds to refit the best model on the whole data.
+    multimetric_ : bool
+        Whether the scorers compute several metrics.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (classifiers refitted only).
+    n_features_in_ : int
+        Number of features seen during fit (when refitted).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit (when refitted on named features).
+
+    See Also
+    --------
+    ParallelRandomizedSearchCV : Search over sampled parameter settings.
+    cross_val_parallel : Cross-validate one estimator in parallel.
+    sklearn.model_selection.GridSearchCV : The scikit-learn original.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from sklearn.svm import SVC
+    >>> from parml import ParallelGridSearchCV
+    >>> X, y = load_digits(return_X_y=True)
+    >>> grid = {"C": [1, 10, 100], "gamma": [1e-3, 1e-4, 1e-5]}
+    >>> search = ParallelGridSearchCV(SVC(), grid, cv=3, n_jobs=2).fit(X, y)
+    >>> search.best_params_
+    {'C': 10, 'gamma': 0.001}
+    """
+
+    _parameter_constraints = {
+        **GridSearchCV._parameter_constraints,
+        **PARALLEL_CONSTRAINTS,
+    }
+    _grid_param_name = "param_grid"
+
+    def __init__(
+        self,
+        estimator,
+        param_grid,
+        *,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        error_score=np.nan,
+        return_train_score=False,
+        backend=None,
+        progress=False,
+    ):
+        super().__init__(
+            estimator=estimator,
+            param_grid=param_grid,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.backend = backend
+        self.progress = progress
+
+    def _candidate_params(self):
+        return ParameterGrid(self.param_grid)
+
+
+class ParallelRandomizedSearchCV(ParallelSearchMixin, RandomizedSearchCV):
+    """Randomized search over parameter settings, fitted in parallel.
+
+    A drop-in replacement for
+    :class:`sklearn.model_selection.RandomizedSearchCV`: for the same
+    ``random_state`` it samples the same candidates and gives the same
+    ``cv_results_``. See :class:`ParallelGridSearchCV` for how fits are run.
+
+    Parameters
+    ----------
+    estimator : estimator object
+        The object to tune.
+    param_distributions : dict or list of dicts
+        Parameter names mapped to distributions (with an ``rvs`` method) or
+        lists of values to sample from; a list of dicts samples a dict
+        first, uniformly.
+    n_iter : int, default=10
+        Number of parameter settings sampled.
+    scoring : str, callable, list, tuple, dict or None, default=None
+        As in :class:`ParallelGridSearchCV`.
+    n_jobs : int, default=None
+        Number of workers.
+    refit : bool, str or callable, default=True
+        As in :class:`ParallelGridSearchCV`.
+    cv : int, cross-validation generator or iterable, default=None
+        The splitting strategy.
+    verbose : int, default=0
+        Verbosity, with scikit-learn's meaning.
+    pre_dispatch : int or str, default="2*n_jobs"
+        How many tasks are dispatched ahead of the workers.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the sampling of candidates.
+    error_score : 'raise' or numeric, default=np.nan
+        Score given to a fit that raises.
+    return_train_score : bool, default=False
+        Also score each fit on its training data.
+    backend : str or None, default=None
+        Where tasks run (see :class:`ParallelGridSearchCV`).
+    progress : bool, default=False
+        Show a progress bar counting finished fits.
+
+    Attributes
+    ----------
+    cv_results_ : dict of numpy (masked) ndarrays
+        As :class:`~sklearn.model_selection.RandomizedSearchCV` builds it.
+    best_estimator_ : estimator
+        Refitted best estimator.
+    best_score_ : float
+        Mean cross-validated score of the best candidate.
+    best_params_ : dict
+        Parameters of the best candidate.
+    best_index_ : int
+        Index of the best candidate in ``cv_results_``.
+    scorer_ : function or dict
+        The scorer(s) used on the held-out data.
+    n_splits_ : int
+        Number of cross-validation splits.
+    refit_time_ : float
+        Seconds to refit the best model.
+    multimetric_ : bool
+        Whether the scorers compute several metrics.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit.
+
+    See Also
+    --------
+    ParallelGridSearchCV : Exhaustive search over a grid.
+    sklearn.model_selection.RandomizedSearchCV : The scikit-learn original.
+
+    Examples
+    --------
+    >>> from scipy.stats import loguniform
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from parml import ParallelRandomizedSearchCV
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = ParallelRandomizedSearchCV(
+    ...     LogisticRegression(max_iter=1000), {"C": loguniform(1e-2, 1e2)},
+    ...     n_iter=5, random_state=0, n_jobs=2).fit(X, y)
+    >>> len(search.cv_results_["params"])
+    5
+    """
+
+    _parameter_constraints = {
+        **RandomizedSearchCV._parameter_constraints,
+        **PARALLEL_CONSTRAINTS,
+    }
+    _grid_param_name = "param_distributions"
+
+    def __init__(
+        self,
+        estimator,
+        param_distributions,
+        *,
+        n_iter=10,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        random_state=None,
+        error_score=np.nan,
+        return_train_score=False,
+        backend=None,
+        progress=False,
+    ):
+        super().__init__(
+            estimator=estimator,
+            param_distributions=param_distributions,
+            n_iter=n_iter,
+            scoring=scoring,
+            n_jobs=n_jobs,
+            refit=refit,
+            cv=cv,
+            verbose=verbose,
+            pre_dispatch=pre_dispatch,
+            random_state=random_state,
+            error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.backend = backend
+        self.progress = progress
+
+    def _candidate_params(self):
+        return ParameterSampler(
+            self.param_distributions, self.n_iter, random_state=self.random_state
+        )

@@ -1,0 +1,217 @@
+"""cross_val_parallel: scikit-learn's ``cross_validate`` on parml's scheduler."""
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn import get_config
+from sklearn.base import is_classifier
+from sklearn.metrics import check_scoring, get_scorer_names
+from sklearn.model_selection import check_cv
+from sklearn.utils import Bunch, indexable
+from sklearn.utils.metadata_routing import (
+    MetadataRouter,
+    MethodMapping,
+    process_routing,
+)
+
+from .. import _compat
+from ..scheduler import Scheduler, Task, check_backend
+from ._checks import check_consistent_length
+from ._fit_and_score import fit_and_score
+from ._results import (
+    fill_error_scores,
+    format_cross_validate,
+    warn_or_raise_about_fit_failures,
+)
+
+
+@_compat.validate_params(
+    {
+        "estimator": [_compat.HasMethods("fit")],
+        "X": ["array-like", "sparse matrix"],
+        "y": ["array-like", None],
+        "groups": ["array-like", None],
+        "scoring": [
+            _compat.StrOptions(set(get_scorer_names())),
+            callable,
+            list,
+            tuple,
+            dict,
+            None,
+        ],
+        "cv": ["cv_object"],
+        "n_jobs": [
+            _compat.Interval(Integral, 1, None, closed="left"),
+            _compat.Interval(Integral, None, -1, closed="right"),
+            None,
+        ],
+        "backend": [str, None],
+        "verbose": ["verbose"],
+        "params": [dict, None],
+        "pre_dispatch": [Integral, str],
+        "return_train_score": ["boolean"],
+        "return_estimator": ["boolean"],
+        "return_indices": ["boolean"],
+        "error_score": [_compat.StrOptions({"raise"}), Real],
+        "progress": ["boolean"],
+    },
+    prefer_skip_nested_validation=False,
+)
+def cross_val_parallel(
+    estimator,
+    X,
+    y=None,
+    *,
+    groups=None,
+    scoring=None,
+    cv=None,
+    n_jobs=None,
+    backend=None,
+    verbose=0,
+    params=None,
+    pre_dispatch="2*n_jobs",
+    return_train_score=False,
+    return_estimator=False,
+    return_indices=False,
+    error_score=np.nan,
+    progress=False,
+):
+    """Evaluate metric(s) by cross-validation, one split per parallel task.
+
+    Returns the same dict as :func:`sklearn.model_selection.cross_validate`,
+    with the same values; the splits run on parml's scheduler (data shared
+    once with the workers, results merged by split).
+
+    Parameters
+    ----------
+    estimator : estimator object implementing 'fit'
+        The object to fit on each training split.
+    X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        The data to fit.
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+        The target, for supervised learning.
+    groups : array-like of shape (n_samples,), default=None
+        Group labels for a group splitter such as
+        :class:`~sklearn.model_selection.GroupKFold` (only without metadata
+        routing; with routing, pass ``params={"groups": groups}``).
+    scoring : str, callable, list, tuple, dict or None, default=None
+        One metric or several, as in scikit-learn.
+    cv : int, cross-validation generator or iterable, default=None
+        The splitting strategy (5-fold by default, stratified for classifiers).
+    n_jobs : int, default=None
+        Number of workers. ``None`` means 1 unless inside a
+        :func:`joblib.parallel_config` context; ``-1`` means all processors.
+    backend : str or None, default=None
+        Where tasks run: None follows :func:`joblib.parallel_config` (else
+        ``"loky"``), ``"threading"``, or a registered joblib backend name.
+    verbose : int, default=0
+        Verbosity, with scikit-learn's meaning.
+    params : dict, default=None
+        Parameters passed to the estimator's ``fit`` (per-sample values are
+        split with the data), the scorer and the splitter.
+    pre_dispatch : int or str, default="2*n_jobs"
+        How many tasks are dispatched ahead of the workers.
+    return_train_score : bool, default=False
+        Also score each fit on its training split.
+    return_estimator : bool, default=False
+        Return the estimator fitted on each split.
+    return_indices : bool, default=False
+        Return the train and test indices of each split.
+    error_score : 'raise' or numeric, default=np.nan
+        Score given to a fit that raises; ``'raise'`` re-raises.
+    progress : bool, default=False
+        Show a progress bar counting finished fits (``parml[progress]``).
+
+    Returns
+    -------
+    scores : dict of float arrays of shape (n_splits,)
+        ``fit_time``, ``score_time``, ``test_<metric>`` (``test_score`` for a
+        single metric), and ``train_<metric>``, ``estimator``, ``indices``
+        when requested.
+
+    See Also
+    --------
+    sklearn.model_selection.cross_validate : The scikit-learn original.
+    ParallelGridSearchCV : Cross-validate a grid of candidates.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_diabetes
+    >>> from sklearn.linear_model import Lasso
+    >>> from parml import cross_val_parallel
+    >>> X, y = load_diabetes(return_X_y=True)
+    >>> result = cross_val_parallel(Lasso(), X[:150], y[:150], cv=3, n_jobs=2)
+    >>> sorted(result)
+    ['fit_time', 'score_time', 'test_score']
+    >>> result["test_score"].round(3)
+    array([0.332, 0.08 , 0.035])
+    """
+    check_backend(backend)
+    check_consistent_length(X, y)
+    X, y = indexable(X, y)
+    cv = check_cv(cv, y, classifier=is_classifier(estimator))
+    scorers = check_scoring(estimator, scoring=scoring, raise_exc=(error_score == "raise"))
+    routed = _route(estimator, cv, scorers, groups, {} if params is None else params)
+    splits = list(cv.split(X, y, **routed.splitter.split))
+    with Scheduler(backend, n_jobs, pre_dispatch, progress, "cross_val_parallel") as sched:
+        data = sched.share({"X": X, "y": y, "splits": splits})
+        tasks = [
+            Task(
+                key=(0, split_idx),
+                func=fit_and_score,
+                kwargs=dict(
+                    estimator=estimator,
+                    data=data,
+                    split_idx=split_idx,
+                    scorer=scorers,
+                    fit_params=routed.estimator.fit,
+                    score_params=routed.scorer.score,
+                    return_train_score=return_train_score,
+                    return_estimator=return_estimator,
+                    error_score=error_score,
+                    verbose=verbose,
+                ),
+            )
+            for split_idx in range(len(splits))
+        ]
+        records = [record.value for record in sched.run(tasks)]
+    warn_or_raise_about_fit_failures(records, error_score)
+    if callable(scoring):
+        fill_error_scores(records, error_score)
+    result = format_cross_validate(
+        records,
+        len(splits),
+        return_train_score=return_train_score,
+        return_estimator=return_estimator,
+    )
+    if return_indices:
+        train, test = zip(*splits)
+        result["indices"] = {"train": train, "test": test}
+    return result
+
+
+def _route(estimator, cv, scorers, groups, params):
+    """Route ``params`` to splitter, estimator and scorer, as ``cross_validate``."""
+    if not get_config()["enable_metadata_routing"]:
+        return Bunch(
+            splitter=Bunch(split={"groups": groups}),
+            estimator=Bunch(fit=params),
+            scorer=Bunch(score={}),
+        )
+    if groups is not None:
+        raise ValueError(
+            "groups can only be passed if metadata routing is not enabled via "
+            "`sklearn.set_config(enable_metadata_routing=True)`. When routing is "
+            "enabled, pass `groups` alongside other metadata via the `params` "
+            "argument instead."
+        )
+    router = (
+        MetadataRouter(owner="cross_val_parallel")
+        .add(splitter=cv, method_mapping=MethodMapping().add(caller="fit", callee="split"))
+        .add(
+            estimator=estimator,
+            method_mapping=MethodMapping().add(caller="fit", callee="fit"),
+        )
+        .add(scorer=scorers, method_mapping=MethodMapping().add(caller="fit", callee="score"))
+    )
+    return process_routing(router, "fit", **params)

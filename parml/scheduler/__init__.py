@@ -1,0 +1,11 @@
+"""The scheduler: keyed tasks, shared data, streamed records, one dispatch point.
+
+Estimators plan :class:`Task` lists and merge the :class:`TaskRecord` stream by
+key; only :class:`Scheduler` decides where and how tasks run.
+"""
+
+from ._engines import check_backend, valid_backends
+from ._run import Scheduler
+from ._tasks import Task, TaskRecord
+
+__all__ = ["Scheduler", "Task", "TaskRecord", "check_backend", "valid_backends"]
