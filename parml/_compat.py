@@ -31,7 +31,8 @@ __all__ = [
     "Interval",
     "StrOptions",
     "aggregate_score_dicts",
-    "callbacks_supported",
+    "has_callbacks",
+    "init_callback_context",
     "check_method_params",
     "fit_context",
     "insert_error_scores",
@@ -76,9 +77,15 @@ def search_routed_params(search, params):
     return search._get_routed_params_for_fit(params)
 
 
-def callbacks_supported(estimator):
-    """Whether the installed scikit-learn has the callback API (1.9 and later)."""
-    return hasattr(estimator, "_init_callback_context")
+def has_callbacks(estimator):
+    """Whether callbacks were set with ``set_callbacks`` (scikit-learn >= 1.9).
+
+    Without callbacks, parml skips building callback contexts: they would be
+    pickled with every task for nothing.
+    """
+    return hasattr(estimator, "_init_callback_context") and bool(
+        getattr(estimator, "_skl_callbacks", None)
+    )
 
 
 def init_callback_context(estimator, max_subtasks):

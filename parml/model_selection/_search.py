@@ -213,7 +213,7 @@ class ParallelSearchMixin:
 
     # -- callbacks (scikit-learn >= 1.9) --------------------------------------
     def _begin_callbacks(self, plan):
-        if not _compat.callbacks_supported(self):
+        if not _compat.has_callbacks(self):
             return None
         root = _compat.init_callback_context(
             self, max_subtasks=1 + (self.refit is not False)

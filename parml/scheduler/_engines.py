@@ -9,10 +9,11 @@ default), ``"threading"``, or any backend registered with
 
 import os
 from contextlib import contextmanager
+from functools import partial
 
 import joblib
 from joblib.parallel import BACKENDS, get_active_backend
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 #: Engines that need an optional extra, with the extra that installs them.
 OPTIONAL_ENGINES = {"dask": "dask", "ipyparallel": "ipyparallel"}
@@ -94,23 +95,22 @@ class LocalEngine:
             self._active_backend(), BACKENDS["threading"]
         )
 
-    @contextmanager
-    def thread_budget(self):
-        """Limit BLAS/OpenMP threads so workers x threads fit the cores.
-
-        loky workers get ``cpu_count // n_jobs`` threads from joblib itself (it
-        sets ``OMP_NUM_THREADS`` and friends when it starts them); threads of
-        this process share one BLAS pool, limited here for the run.
-        """
-        if self.uses_threads:
-            inner = max(1, (os.cpu_count() or 1) // self.n_workers)
-            with threadpool_limits(limits=inner):
-                yield
-        else:
-            yield
+    def inner_threads(self):
+        """BLAS/OpenMP threads each worker may use: ``cpu_count // n_workers``."""
+        return max(1, (os.cpu_count() or 1) // self.n_workers)
 
     def map_unordered(self, func, items):
-        """Yield ``func(item)`` for each item, in the order they finish."""
+        """Yield ``func(item)`` for each item, in the order they finish.
+
+        Thread budget: loky workers get ``cpu_count // n_jobs`` BLAS/OpenMP
+        threads from joblib itself (it sets ``OMP_NUM_THREADS`` and friends
+        when it starts them). Worker threads of this process are limited here,
+        inside each thread, since OpenMP limits are per thread.
+        """
+        if self.uses_threads:
+            func = partial(
+                _limited, func, ThreadpoolController(), self.inner_threads()
+            )
         with self._config():
             parallel = joblib.Parallel(
                 n_jobs=self.n_jobs,
@@ -118,3 +118,8 @@ class LocalEngine:
                 return_as="generator_unordered",
             )
             yield from parallel(joblib.delayed(func)(item) for item in items)
+
+
+def _limited(func, controller, limit, item):
+    with controller.limit(limits=limit):
+        return func(item)

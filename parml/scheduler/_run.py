@@ -68,9 +68,7 @@ class Scheduler:
         the batch are abandoned), as with :class:`joblib.Parallel`.
         """
         tasks = list(tasks)
-        with self.engine.thread_budget(), progress_bar(
-            self.progress, total=len(tasks), desc=self.desc
-        ) as bar:
+        with progress_bar(self.progress, total=len(tasks), desc=self.desc) as bar:
             for record in self.engine.map_unordered(execute, tasks):
                 bar.update(1)
                 yield record

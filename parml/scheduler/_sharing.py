@@ -13,8 +13,8 @@ import tempfile
 import joblib
 import numpy as np
 
-#: Arrays smaller than this are pickled with the task, as joblib does.
-MIN_NBYTES = 1_000_000
+#: Arrays smaller than this are pickled with each task (cheaper than a file).
+MIN_NBYTES = 64 * 1024
 
 
 def _temp_root():

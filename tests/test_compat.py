@@ -1,0 +1,103 @@
+"""Guards for the private scikit-learn names parml uses (all in parml._compat).
+
+If a scikit-learn release renames or changes one of them, these tests fail
+here, naming the piece, instead of parml silently computing something else.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.exceptions import FitFailedWarning  # noqa: F401  (public, used by parml)
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import GridSearchCV
+from sklearn.svm import SVC
+
+from parml import _compat
+
+
+def test_private_names_exist_with_expected_signatures():
+    assert list(inspect.signature(_compat.safe_split).parameters) == [
+        "estimator", "X", "y", "indices", "train_indices"
+    ]
+    assert list(inspect.signature(_compat.check_method_params).parameters) == [
+        "X", "params", "indices"
+    ]
+    assert list(inspect.signature(_compat.score).parameters) == [
+        "estimator", "X_test", "y_test", "scorer", "score_params", "error_score"
+    ]
+    assert "prefer_skip_nested_validation" in inspect.signature(
+        _compat.fit_context
+    ).parameters
+
+
+def test_safe_split_slices_both_axes_for_precomputed_kernels():
+    X = np.arange(16.0).reshape(4, 4)
+    y = np.arange(4)
+    Xs, ys = _compat.safe_split(SVC(kernel="precomputed"), X, y, [0, 2], [1, 3])
+    np.testing.assert_array_equal(Xs, X[[0, 2]][:, [1, 3]])
+    np.testing.assert_array_equal(ys, [0, 2])
+    Xs, _ = _compat.safe_split(SVC(), X, y, [0, 2])
+    np.testing.assert_array_equal(Xs, X[[0, 2]])
+
+
+def test_check_method_params_indexes_per_sample_values_only():
+    X = np.zeros((4, 2))
+    params = {"sample_weight": np.arange(4.0), "flag": 3}
+    out = _compat.check_method_params(X, params=params, indices=[1, 3])
+    np.testing.assert_array_equal(out["sample_weight"], [1.0, 3.0])
+    assert out["flag"] == 3
+
+
+def test_score_replaces_failing_scorer_with_error_score():
+    X, y = load_iris(return_X_y=True)
+    est = LogisticRegression(max_iter=500).fit(X, y)
+
+    def broken(estimator, X, y):
+        raise RuntimeError("boom")
+
+    with pytest.warns(UserWarning, match="Scoring failed"):
+        assert _compat.score(est, X, y, broken, {}, error_score=-1.0) == -1.0
+    assert _compat.score(est, X, y, check_scoring(est), {}, "raise") == est.score(X, y)
+
+
+def test_multimetric_scorer_and_its_dict():
+    est = LogisticRegression()
+    multi = check_scoring(est, ["accuracy", "f1_macro"])
+    single = check_scoring(est, "accuracy")
+    assert _compat.is_multimetric_scorer(multi)
+    assert not _compat.is_multimetric_scorer(single)
+    assert sorted(_compat.scorer_dict(multi)) == ["accuracy", "f1_macro"]
+
+
+def test_search_scorers_and_routing_of_a_search():
+    search = GridSearchCV(LogisticRegression(), {"C": [1]}, scoring=["accuracy"],
+                          refit="accuracy")
+    scorers, refit_metric = _compat.search_scorers(search)
+    assert _compat.is_multimetric_scorer(scorers) and refit_metric == "accuracy"
+    routed = _compat.search_routed_params(search, {"groups": [0, 1], "sample_weight": None})
+    assert routed.splitter.split == {"groups": [0, 1]}
+    assert routed.estimator.fit == {"sample_weight": None}
+
+
+def test_parameter_constraint_vocabulary():
+    from numbers import Integral
+
+    constraint = _compat.Interval(Integral, 1, None, closed="left")
+    assert constraint.is_satisfied_by(2) and not constraint.is_satisfied_by(0)
+    assert _compat.StrOptions({"raise"}).is_satisfied_by("raise")
+
+
+def test_callback_hooks_present_when_sklearn_has_callbacks():
+    search = GridSearchCV(LogisticRegression(), {"C": [1]})
+    if not hasattr(search, "set_callbacks"):
+        pytest.skip("this scikit-learn has no callback API")
+    from sklearn.callback import ProgressBar
+
+    assert not _compat.has_callbacks(search)
+    search.set_callbacks(ProgressBar())
+    assert _compat.has_callbacks(search)
+    ctx = _compat.init_callback_context(search, max_subtasks=1)
+    assert hasattr(ctx, "subcontext") and hasattr(ctx, "call_on_fit_task_begin")

@@ -1,0 +1,124 @@
+"""ParallelGridSearchCV on the scheduler: callbacks, data sharing, thread budget."""
+
+import os
+import sys
+import threading
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+
+from parml import ParallelGridSearchCV, cross_val_parallel
+
+
+class RecordingCallback:
+    """A FitCallback that records the tasks it sees (in this process)."""
+
+    def __init__(self):
+        self.events = []
+        self.lock = threading.Lock()
+
+    def setup(self, estimator, context):
+        self.events.append(("setup", context.task_name))
+
+    def on_fit_task_begin(self, estimator, context, **kwargs):
+        with self.lock:
+            self.events.append(("begin", context.task_name))
+
+    def on_fit_task_end(self, estimator, context, **kwargs):
+        with self.lock:
+            self.events.append(("end", context.task_name))
+
+    def teardown(self, estimator, context):
+        self.events.append(("teardown", context.task_name))
+
+
+class InputRecorder(ClassifierMixin, BaseEstimator):
+    """Remembers in which process it was fitted and what X it was given."""
+
+    def __init__(self, c=1.0):
+        self.c = c
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.fit_pid_ = os.getpid()
+        base = X.base if X.base is not None else X
+        self.X_was_view_of_memmap_ = isinstance(base, np.memmap) or isinstance(
+            getattr(base, "base", None), np.memmap
+        )
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+    def score(self, X, y):
+        return float(self.fit_pid_)
+
+
+@pytest.mark.parametrize("backend", ["threading", None])
+def test_sklearn_callbacks_see_every_task(backend):
+    search = ParallelGridSearchCV(
+        LogisticRegression(max_iter=200), {"C": [0.1, 1.0, 10.0]}, cv=3,
+        n_jobs=2 if backend else 1, backend=backend,
+    )
+    if not hasattr(search, "set_callbacks"):
+        pytest.skip("this scikit-learn has no callback API")
+    callback = RecordingCallback()
+    X, y = make_classification(n_samples=90, random_state=0)
+    search.set_callbacks(callback).fit(X, y)
+    names = [name for kind, name in callback.events if kind == "end"]
+    assert names.count("candidate-split-evaluation") == 9
+    assert names.count("refit-with-best-params") == 1
+    assert callback.events[0][0] == "setup" and callback.events[-1][0] == "teardown"
+
+
+def test_loky_search_runs_in_worker_processes_on_shared_data():
+    X, y = make_classification(n_samples=4000, n_features=40, random_state=0)  # 1.3 MB
+    search = ParallelGridSearchCV(
+        InputRecorder(), {"c": [1, 2, 3, 4]}, cv=2, n_jobs=2, backend="loky"
+    ).fit(X, y)
+    pids = {search.cv_results_[f"split{i}_test_score"][j] for i in range(2) for j in range(4)}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+
+
+def test_parallel_config_n_jobs_is_honoured_like_sklearn():
+    X, y = make_classification(n_samples=60, random_state=0)
+    with parallel_config(backend="threading", n_jobs=2):
+        search = ParallelGridSearchCV(InputRecorder(), {"c": [1, 2]}, cv=2).fit(X, y)
+    assert set(search.cv_results_["mean_test_score"]) == {float(os.getpid())}
+
+
+def test_verbose_prints_sklearn_messages(capsys):
+    X, y = make_classification(n_samples=60, random_state=0)
+    grid = {"C": [0.1, 1.0]}
+    ParallelGridSearchCV(LogisticRegression(), grid, cv=3, verbose=3).fit(X, y)
+    ours = capsys.readouterr().out
+    GridSearchCV(LogisticRegression(), grid, cv=3, verbose=3).fit(X, y)
+    theirs = capsys.readouterr().out
+
+    def shape(text):
+        return sorted(line.split(" total time")[0] for line in text.splitlines())
+
+    assert "Fitting 3 folds for each of 2 candidates, totalling 6 fits" in ours
+    assert shape(ours) == shape(theirs)
+
+
+def test_cross_val_parallel_progress_bar(capsys):
+    pytest.importorskip("tqdm")
+    X, y = make_classification(n_samples=60, random_state=0)
+    cross_val_parallel(LogisticRegression(), X, y, cv=4, progress=True)
+    err = capsys.readouterr().err
+    assert "cross_val_parallel" in err and "4/4" in err
+
+
+def test_missing_tqdm_names_the_extra(monkeypatch):
+    # A None entry in sys.modules makes "import tqdm" raise ImportError.
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    X, y = make_classification(n_samples=40, random_state=0)
+    with pytest.raises(ImportError, match=r'pip install "parml\[progress\]"'):
+        ParallelGridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=2, progress=True).fit(X, y)
