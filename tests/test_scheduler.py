@@ -58,7 +58,7 @@ def test_large_arrays_reach_loky_workers_as_one_shared_memmap():
         assert not isinstance(shared["small"], np.memmap)
         tasks = [Task(key=i, func=describe, kwargs={"array": shared["X"]}) for i in range(8)]
         seen = {r.value for r in scheduler.run(tasks)}
-        folder = scheduler._store.folder
+        folder = scheduler.engine._store.folder
     # Every task saw the same file: the data was written once, not per task.
     assert len(seen) == 1
     kind, filename, total = seen.pop()

@@ -38,7 +38,7 @@ class RecordingCallback:
 
 
 class InputRecorder(ClassifierMixin, BaseEstimator):
-    """Remembers in which process it was fitted and what X it was given."""
+    """Scores the id of the process it was fitted in."""
 
     def __init__(self, c=1.0):
         self.c = c
@@ -46,10 +46,6 @@ class InputRecorder(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         self.classes_ = np.unique(y)
         self.fit_pid_ = os.getpid()
-        base = X.base if X.base is not None else X
-        self.X_was_view_of_memmap_ = isinstance(base, np.memmap) or isinstance(
-            getattr(base, "base", None), np.memmap
-        )
         return self
 
     def predict(self, X):

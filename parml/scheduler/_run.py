@@ -1,8 +1,7 @@
 """The one place that dispatches work: share data once, run keyed tasks, stream records."""
 
-from ._engines import LocalEngine
+from ._engines import make_engine
 from ._progress import progress_bar
-from ._sharing import MemmapStore
 from ._tasks import execute
 
 
@@ -39,26 +38,23 @@ class Scheduler:
     def __init__(
         self, backend=None, n_jobs=None, pre_dispatch="2*n_jobs", progress=False, desc=None
     ):
-        self.engine = LocalEngine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+        self.engine = make_engine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
         self.progress = progress
         self.desc = desc
-        self._store = MemmapStore()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
-        self._store.close()
+        self.engine.close()
 
     def share(self, data):
         """Make ``data`` (arrays, or dicts/lists/tuples of them) cheap to send.
 
-        Worker processes get read-only memory maps written once; threads and
-        a single worker get the objects themselves.
+        The engine decides how: memory maps written once for local worker
+        processes, the objects themselves for threads or a single worker.
         """
-        if self.engine.uses_processes:
-            return self._store.share(data)
-        return data
+        return self.engine.share(data)
 
     def run(self, tasks):
         """Run ``tasks`` and yield one :class:`TaskRecord` per task as each finishes.
