@@ -32,7 +32,7 @@ PARALLEL_CONSTRAINTS = {
         _compat.Interval(Integral, None, -1, closed="right"),
         None,
     ],
-    "backend": [str, None],
+    "backend": [str, None, object],
     "progress": ["boolean"],
 }
 

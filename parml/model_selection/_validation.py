@@ -45,7 +45,7 @@ from ._results import (
             _compat.Interval(Integral, None, -1, closed="right"),
             None,
         ],
-        "backend": [str, None],
+        "backend": [str, None, object],
         "verbose": ["verbose"],
         "params": [dict, None],
         "pre_dispatch": [Integral, str],

@@ -6,6 +6,14 @@ key; only :class:`Scheduler` decides where and how tasks run.
 
 from ._engines import check_backend, valid_backends
 from ._run import Scheduler
-from ._tasks import Task, TaskRecord
+from ._tasks import LostTask, Task, TaskRecord, WorkerLostError
 
-__all__ = ["Scheduler", "Task", "TaskRecord", "check_backend", "valid_backends"]
+__all__ = [
+    "LostTask",
+    "Scheduler",
+    "Task",
+    "TaskRecord",
+    "WorkerLostError",
+    "check_backend",
+    "valid_backends",
+]

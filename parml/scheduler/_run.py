@@ -2,7 +2,7 @@
 
 from ._engines import make_engine
 from ._progress import progress_bar
-from ._tasks import execute
+from ._tasks import LostTask, execute, lost_record
 
 
 class Scheduler:
@@ -65,6 +65,6 @@ class Scheduler:
         """
         tasks = list(tasks)
         with progress_bar(self.progress, total=len(tasks), desc=self.desc) as bar:
-            for record in self.engine.map_unordered(execute, tasks):
+            for outcome in self.engine.map_unordered(execute, tasks):
                 bar.update(1)
-                yield record
+                yield lost_record(outcome) if isinstance(outcome, LostTask) else outcome

@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Optional
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,23 @@ class Task:
     key: Hashable
     func: Callable
     kwargs: dict = field(default_factory=dict)
+    #: ``on_lost(reason) -> value`` gives the value of a task whose worker
+    #: died more than ``max_retries`` times (e.g. a failed-fit record); None
+    #: makes the run raise :class:`WorkerLostError` instead.
+    on_lost: Optional[Callable] = None
+
+
+class WorkerLostError(RuntimeError):
+    """A task's worker died more often than the retries allow."""
+
+
+@dataclass
+class LostTask:
+    """What an engine yields for a task it gave up on after worker deaths."""
+
+    task: Task
+    reason: str
+    attempts: int
 
 
 @dataclass
@@ -36,6 +53,8 @@ class TaskRecord:
     thread: str
     start: float
     end: float
+    #: True when the value came from ``Task.on_lost``: the task never finished.
+    lost: bool = False
 
     @property
     def worker(self):
@@ -58,3 +77,17 @@ def execute(task):
         end=end,
     )
 
+
+
+def lost_record(lost):
+    """The record of a task given up on: ``task.on_lost(reason)`` or raise."""
+    task = lost.task
+    if task.on_lost is None:
+        raise WorkerLostError(
+            f"Task {task.key!r} was lost {lost.attempts} times: {lost.reason}"
+        )
+    now = time.time()
+    return TaskRecord(
+        key=task.key, value=task.on_lost(lost.reason), host="", pid=-1,
+        thread="", start=now, end=now, lost=True,
+    )
