@@ -94,10 +94,21 @@ def test_callback_hooks_present_when_sklearn_has_callbacks():
     search = GridSearchCV(LogisticRegression(), {"C": [1]})
     if not hasattr(search, "set_callbacks"):
         pytest.skip("this scikit-learn has no callback API")
-    from sklearn.callback import ProgressBar
+    class Quiet:
+        def setup(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context, **kwargs):
+            pass
+
+        def on_fit_task_end(self, estimator, context, **kwargs):
+            pass
+
+        def teardown(self, estimator, context):
+            pass
 
     assert not _compat.has_callbacks(search)
-    search.set_callbacks(ProgressBar())
+    search.set_callbacks(Quiet())
     assert _compat.has_callbacks(search)
     ctx = _compat.init_callback_context(search, max_subtasks=1)
     assert hasattr(ctx, "subcontext") and hasattr(ctx, "call_on_fit_task_begin")

@@ -1,6 +1,7 @@
 """The unit of work of every search and cross-validation: fit on a split, score it."""
 
 import time
+from functools import partial
 from dataclasses import dataclass
 from traceback import format_exc
 from typing import Any, Optional
@@ -200,3 +201,41 @@ def _print_end(verbose, split_idx, candidate_idx, progress, parameters,
     end_msg += "." * (80 - len(end_msg) - len(result_msg))
     print(end_msg + result_msg)
 
+
+
+def lost_fit_record(reason, *, candidate_idx, split_idx, scorer, return_train_score,
+                    error_score):
+    """The record of a fit whose worker kept dying: a failed fit, ``error_score``.
+
+    Used as ``Task.on_lost``; the failure is then reported with the others.
+    """
+    if _compat.is_multimetric_scorer(scorer):
+        scores = {name: error_score for name in _compat.scorer_dict(scorer)}
+    else:
+        scores = error_score
+    return FitRecord(
+        candidate_idx=candidate_idx,
+        split_idx=split_idx,
+        test_scores=scores,
+        train_scores=(dict(scores) if isinstance(scores, dict) else scores)
+        if return_train_score
+        else None,
+        n_test_samples=0,
+        fit_time=0.0,
+        score_time=0.0,
+        fit_error=f"The worker running this fit died: {reason}",
+    )
+
+
+def on_lost_handler(*, candidate_idx, split_idx, scorer, return_train_score, error_score):
+    """``Task.on_lost`` for a fit task: None (raise) when ``error_score='raise'``."""
+    if error_score == "raise":
+        return None
+    return partial(
+        lost_fit_record,
+        candidate_idx=candidate_idx,
+        split_idx=split_idx,
+        scorer=scorer,
+        return_train_score=return_train_score,
+        error_score=error_score,
+    )

@@ -22,7 +22,7 @@ from ._checks import (
     check_consistent_length,
     check_refit_for_multimetric,
 )
-from ._fit_and_score import fit_and_score
+from ._fit_and_score import fit_and_score, on_lost_handler
 from ._results import fill_error_scores, format_cv_results, warn_or_raise_about_fit_failures
 
 #: Constraints parml adds to (or tightens in) scikit-learn's search constraints.
@@ -135,6 +135,13 @@ class ParallelSearchMixin:
                     progress=(n_splits, n_candidates),
                     callback_ctx=contexts[cand_idx * n_splits + split_idx],
                     caller=self if search_ctx is not None else None,
+                ),
+                on_lost=on_lost_handler(
+                    candidate_idx=cand_idx,
+                    split_idx=split_idx,
+                    scorer=plan.scorers,
+                    return_train_score=self.return_train_score,
+                    error_score=self.error_score,
                 ),
             )
             for cand_idx, parameters in enumerate(plan.candidate_params)

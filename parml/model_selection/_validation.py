@@ -17,7 +17,7 @@ from sklearn.utils.metadata_routing import (
 from .. import _compat
 from ..scheduler import Scheduler, Task, check_backend
 from ._checks import check_consistent_length
-from ._fit_and_score import fit_and_score
+from ._fit_and_score import fit_and_score, on_lost_handler
 from ._results import (
     fill_error_scores,
     format_cross_validate,
@@ -170,6 +170,13 @@ def cross_val_parallel(
                     return_estimator=return_estimator,
                     error_score=error_score,
                     verbose=verbose,
+                ),
+                on_lost=on_lost_handler(
+                    candidate_idx=0,
+                    split_idx=split_idx,
+                    scorer=scorers,
+                    return_train_score=return_train_score,
+                    error_score=error_score,
                 ),
             )
             for split_idx in range(len(splits))

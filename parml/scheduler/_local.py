@@ -89,13 +89,19 @@ class LocalEngine:
 
         Thread budget: loky workers get ``cpu_count // n_jobs`` BLAS/OpenMP
         threads from joblib itself (it sets ``OMP_NUM_THREADS`` and friends
-        when it starts them). Worker threads of this process are limited here,
-        inside each thread, since OpenMP limits are per thread.
+        when it starts them). Worker threads of this process are limited here.
         """
-        if self.uses_threads:
-            func = partial(
-                _limited, func, ThreadpoolController(), self.inner_threads()
-            )
+        if not self.uses_threads:
+            yield from self._map(func, items)
+            return
+        # BLAS pools (OpenBLAS, MKL) are global to the process: limit them once
+        # for the run. OpenMP limits are per thread: set them in each task.
+        controller = ThreadpoolController()
+        inner = self.inner_threads()
+        with controller.limit(limits=inner, user_api="blas"):
+            yield from self._map(partial(_limited, func, controller, inner), items)
+
+    def _map(self, func, items):
         with self._config():
             parallel = joblib.Parallel(
                 n_jobs=self.n_jobs,
@@ -104,7 +110,6 @@ class LocalEngine:
             )
             yield from parallel(joblib.delayed(func)(item) for item in items)
 
-
 def _limited(func, controller, limit, item):
-    with controller.limit(limits=limit):
+    with controller.limit(limits=limit, user_api="openmp"):
         return func(item)
