@@ -1,8 +1,11 @@
 """ParallelGridSearchCV and ParallelRandomizedSearchCV: plan, run, merge, select, refit."""
 
+import os
 import time
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
+
+import joblib
 
 import numpy as np
 from sklearn.base import clone, is_classifier
@@ -22,6 +25,7 @@ from ._checks import (
     check_consistent_length,
     check_refit_for_multimetric,
 )
+from ._fingerprint import fit_fingerprint, task_keys
 from ._fit_and_score import fit_and_score, on_lost_handler
 from ._results import fill_error_scores, format_cv_results, warn_or_raise_about_fit_failures
 
@@ -34,6 +38,9 @@ PARALLEL_CONSTRAINTS = {
     ],
     "backend": [str, None, object],
     "progress": ["boolean"],
+    "memory": [str, os.PathLike, joblib.Memory, None],
+    "max_retries": [_compat.Interval(Integral, 0, None, closed="left")],
+    "timeout": [_compat.Interval(Real, 0, None, closed="neither"), None],
 }
 
 
@@ -116,6 +123,7 @@ class ParallelSearchMixin:
     def _plan_tasks(self, plan, data, search_ctx):
         n_candidates, n_splits = len(plan.candidate_params), len(plan.splits)
         contexts = _task_contexts(search_ctx, n_candidates * n_splits)
+        keys = self._cache_keys(plan)
         return [
             Task(
                 key=(cand_idx, split_idx),
@@ -143,10 +151,20 @@ class ParallelSearchMixin:
                     return_train_score=self.return_train_score,
                     error_score=self.error_score,
                 ),
+                cache_key=keys.get((cand_idx, split_idx)),
             )
             for cand_idx, parameters in enumerate(plan.candidate_params)
             for split_idx in range(n_splits)
         ]
+
+    def _cache_keys(self, plan):
+        if self.memory is None:
+            return {}
+        fingerprint = fit_fingerprint(
+            self.estimator, plan.X, plan.y, plan.routed, plan.scorers,
+            error_score=self.error_score, return_train_score=self.return_train_score,
+        )
+        return task_keys(fingerprint, plan.candidate_params, plan.splits)
 
     # -- run and merge --------------------------------------------------------
     def _evaluate(self, plan, root_ctx):
@@ -168,6 +186,9 @@ class ParallelSearchMixin:
             pre_dispatch=self.pre_dispatch,
             progress=self.progress,
             desc=type(self).__name__,
+            max_retries=self.max_retries,
+            memory=self.memory,
+            timeout=self.timeout,
         ) as scheduler:
             data = scheduler.share({"X": plan.X, "y": plan.y, "splits": plan.splits})
             tasks = self._plan_tasks(plan, data, search_ctx)
@@ -306,6 +327,21 @@ class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
     progress : bool, default=False
         Show a progress bar (tqdm) counting finished fits, with elapsed time
         and ETA. Needs ``pip install "parml[progress]"``.
+    memory : str, os.PathLike, joblib.Memory or None, default=None
+        A result store (a folder): every finished fit is written there as it
+        arrives, and a later ``fit`` with the same inputs only runs the fits
+        that are missing. So an interrupted search resumes where it stopped,
+        and a grown grid only fits the new candidates. Stored fits are reused
+        only when the estimator, parameters, data, splits, scorers and the
+        parml and scikit-learn versions are all the same.
+    max_retries : int, default=2
+        How many times a fit whose worker process died (segfault, out of
+        memory, killed) is run again before it is recorded as failed, under
+        ``error_score``.
+    timeout : float or None, default=None
+        Seconds one fit may run; a fit that runs longer is stopped and recorded
+        as failed under ``error_score``. Needs worker processes (the default
+        loky backend) or ``n_jobs=1``.
 
     Attributes
     ----------
@@ -375,6 +411,9 @@ class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
         return_train_score=False,
         backend=None,
         progress=False,
+        memory=None,
+        max_retries=2,
+        timeout=None,
     ):
         super().__init__(
             estimator=estimator,
@@ -390,6 +429,9 @@ class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
         )
         self.backend = backend
         self.progress = progress
+        self.memory = memory
+        self.max_retries = max_retries
+        self.timeout = timeout
 
     def _candidate_params(self):
         return ParameterGrid(self.param_grid)
@@ -435,6 +477,13 @@ class ParallelRandomizedSearchCV(ParallelSearchMixin, RandomizedSearchCV):
         Where tasks run (see :class:`ParallelGridSearchCV`).
     progress : bool, default=False
         Show a progress bar counting finished fits.
+    memory : str, os.PathLike, joblib.Memory or None, default=None
+        A result store, to resume interrupted searches (see
+        :class:`ParallelGridSearchCV`).
+    max_retries : int, default=2
+        Runs of a fit whose worker died, before it is recorded as failed.
+    timeout : float or None, default=None
+        Seconds one fit may run before it is stopped and recorded as failed.
 
     Attributes
     ----------
@@ -505,6 +554,9 @@ class ParallelRandomizedSearchCV(ParallelSearchMixin, RandomizedSearchCV):
         return_train_score=False,
         backend=None,
         progress=False,
+        memory=None,
+        max_retries=2,
+        timeout=None,
     ):
         super().__init__(
             estimator=estimator,
@@ -522,6 +574,9 @@ class ParallelRandomizedSearchCV(ParallelSearchMixin, RandomizedSearchCV):
         )
         self.backend = backend
         self.progress = progress
+        self.memory = memory
+        self.max_retries = max_retries
+        self.timeout = timeout
 
     def _candidate_params(self):
         return ParameterSampler(

@@ -1,7 +1,9 @@
 """cross_val_parallel: scikit-learn's ``cross_validate`` on parml's scheduler."""
 
+import os
 from numbers import Integral, Real
 
+import joblib
 import numpy as np
 from sklearn import get_config
 from sklearn.base import is_classifier
@@ -17,6 +19,7 @@ from sklearn.utils.metadata_routing import (
 from .. import _compat
 from ..scheduler import Scheduler, Task, check_backend
 from ._checks import check_consistent_length
+from ._fingerprint import fit_fingerprint, task_keys
 from ._fit_and_score import fit_and_score, on_lost_handler
 from ._results import (
     fill_error_scores,
@@ -54,6 +57,9 @@ from ._results import (
         "return_indices": ["boolean"],
         "error_score": [_compat.StrOptions({"raise"}), Real],
         "progress": ["boolean"],
+        "memory": [str, os.PathLike, joblib.Memory, None],
+        "max_retries": [_compat.Interval(Integral, 0, None, closed="left")],
+        "timeout": [_compat.Interval(Real, 0, None, closed="neither"), None],
     },
     prefer_skip_nested_validation=False,
 )
@@ -75,6 +81,9 @@ def cross_val_parallel(
     return_indices=False,
     error_score=np.nan,
     progress=False,
+    memory=None,
+    max_retries=2,
+    timeout=None,
 ):
     """Evaluate metric(s) by cross-validation, one split per parallel task.
 
@@ -121,6 +130,13 @@ def cross_val_parallel(
         Score given to a fit that raises; ``'raise'`` re-raises.
     progress : bool, default=False
         Show a progress bar counting finished fits (``parml[progress]``).
+    memory : str, os.PathLike, joblib.Memory or None, default=None
+        A result store (a folder): finished splits are written there as they
+        arrive and reused by a later call with the same inputs.
+    max_retries : int, default=2
+        Runs of a fit whose worker died, before it is recorded as failed.
+    timeout : float or None, default=None
+        Seconds one fit may run before it is stopped and recorded as failed.
 
     Returns
     -------
@@ -153,7 +169,17 @@ def cross_val_parallel(
     scorers = check_scoring(estimator, scoring=scoring, raise_exc=(error_score == "raise"))
     routed = _route(estimator, cv, scorers, groups, {} if params is None else params)
     splits = list(cv.split(X, y, **routed.splitter.split))
-    with Scheduler(backend, n_jobs, pre_dispatch, progress, "cross_val_parallel") as sched:
+    keys = {}
+    if memory is not None:
+        fingerprint = fit_fingerprint(
+            estimator, X, y, routed, scorers, error_score=error_score,
+            return_train_score=return_train_score, return_estimator=return_estimator,
+        )
+        keys = task_keys(fingerprint, [{}], splits)
+    with Scheduler(
+        backend, n_jobs, pre_dispatch, progress, "cross_val_parallel",
+        max_retries=max_retries, memory=memory, timeout=timeout,
+    ) as sched:
         data = sched.share({"X": X, "y": y, "splits": splits})
         tasks = [
             Task(
@@ -178,6 +204,7 @@ def cross_val_parallel(
                     return_train_score=return_train_score,
                     error_score=error_score,
                 ),
+                cache_key=keys.get((0, split_idx)),
             )
             for split_idx in range(len(splits))
         ]

@@ -1,6 +1,8 @@
 """The local engine: joblib's loky processes, threads, or any joblib backend."""
 
 import os
+import tempfile
+from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager
 from functools import partial
 
@@ -9,6 +11,7 @@ from joblib.parallel import BACKENDS, get_active_backend
 from threadpoolctl import ThreadpoolController
 
 from ._sharing import MemmapStore
+from ._tasks import LostTask
 
 #: Backends whose workers are separate processes on this machine.
 _PROCESS_BACKENDS = ("loky", "multiprocessing")
@@ -25,12 +28,17 @@ class LocalEngine:
         Number of workers, with joblib's meaning.
     pre_dispatch : int or str
         joblib's ``pre_dispatch``.
+    max_retries : int, default=2
+        How many times a task whose worker process died is run again (alone,
+        so that the task that kills its worker is found) before it is given
+        up as a :class:`LostTask`.
     """
 
-    def __init__(self, backend=None, n_jobs=None, pre_dispatch="2*n_jobs"):
+    def __init__(self, backend=None, n_jobs=None, pre_dispatch="2*n_jobs", max_retries=2):
         self.backend = backend
         self.n_jobs = n_jobs
         self.pre_dispatch = pre_dispatch
+        self.max_retries = max_retries
         self._store = MemmapStore()
 
     def share(self, data):
@@ -91,16 +99,56 @@ class LocalEngine:
         threads from joblib itself (it sets ``OMP_NUM_THREADS`` and friends
         when it starts them). Worker threads of this process are limited here.
         """
-        if not self.uses_threads:
+        if self.uses_processes:
+            yield from self._map_surviving_crashes(func, items)
+        elif self.uses_threads:
+            # BLAS pools (OpenBLAS, MKL) are global to the process: limit them
+            # once for the run. OpenMP limits are per thread: set them per task.
+            controller = ThreadpoolController()
+            inner = self.inner_threads()
+            with controller.limit(limits=inner, user_api="blas"):
+                yield from self._map(partial(_limited, func, controller, inner), items)
+        else:
             yield from self._map(func, items)
-            return
-        # BLAS pools (OpenBLAS, MKL) are global to the process: limit them once
-        # for the run. OpenMP limits are per thread: set them in each task.
-        controller = ThreadpoolController()
-        inner = self.inner_threads()
-        with controller.limit(limits=inner, user_api="blas"):
-            yield from self._map(partial(_limited, func, controller, inner), items)
 
+    def _map_surviving_crashes(self, func, tasks):
+        """Map over worker processes; survive workers that die (segfault, kill).
+
+        joblib loses every running task when a worker dies. Each task leaves a
+        marker when it starts, so after a crash the tasks that were running
+        are known: they are run again one at a time (so the one that kills
+        its worker is identified) up to ``max_retries`` times, then yielded
+        as :class:`LostTask`; the tasks that had not started go on in
+        parallel in a fresh pool.
+        """
+        tasks = list(tasks)
+        with tempfile.TemporaryDirectory(prefix="parml-started-") as markers:
+            marked = partial(_marked, func, markers)
+            pending = list(range(len(tasks)))
+            while pending:
+                done, crash = set(), None
+                try:
+                    for index, result in self._map(marked, [(i, tasks[i]) for i in pending]):
+                        done.add(index)
+                        yield result
+                except BrokenExecutor as exc:
+                    crash = exc
+                started = {int(name) for name in os.listdir(markers)}
+                suspects = [i for i in pending if i in started and i not in done]
+                pending = [i for i in pending if i not in done and i not in started]
+                if crash is None:
+                    continue
+                for index in suspects:
+                    yield self._run_alone(marked, index, tasks[index], crash)
+
+    def _run_alone(self, marked, index, task, crash):
+        """Run a task that was running when a worker died, alone, with retries."""
+        for _ in range(self.max_retries):
+            try:
+                return list(self._map(marked, [(index, task)]))[0][1]
+            except BrokenExecutor as exc:
+                crash = exc
+        return LostTask(task=task, reason=_describe(crash), attempts=self.max_retries + 1)
     def _map(self, func, items):
         with self._config():
             parallel = joblib.Parallel(
@@ -113,3 +161,15 @@ class LocalEngine:
 def _limited(func, controller, limit, item):
     with controller.limit(limits=limit, user_api="openmp"):
         return func(item)
+
+
+def _marked(func, marker_dir, indexed_task):
+    """Leave a marker that task ``index`` started, then run it."""
+    index, task = indexed_task
+    with open(os.path.join(marker_dir, str(index)), "w"):
+        pass
+    return index, func(task)
+
+
+def _describe(crash):
+    return f"{type(crash).__name__}: {str(crash).splitlines()[0] if str(crash) else ''}"

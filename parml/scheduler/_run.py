@@ -1,7 +1,10 @@
 """The one place that dispatches work: share data once, run keyed tasks, stream records."""
 
+from functools import partial
+
 from ._engines import make_engine
 from ._progress import progress_bar
+from ._store import ResultStore
 from ._tasks import LostTask, execute, lost_record
 
 
@@ -23,6 +26,15 @@ class Scheduler:
         Show a progress bar counting finished tasks.
     desc : str, default=None
         Label of the progress bar.
+    max_retries : int, default=2
+        How many times a task whose worker died is run again before it is
+        given up (and recorded through ``Task.on_lost``).
+    memory : str, os.PathLike, joblib.Memory or None, default=None
+        A result store: each finished task with a ``cache_key`` is written
+        there as it arrives, and tasks already there are not run again.
+    timeout : float or None, default=None
+        Seconds a task may run before it is stopped and recorded through
+        ``Task.on_lost``. Needs worker processes (or ``n_jobs=1``).
 
     Examples
     --------
@@ -36,11 +48,28 @@ class Scheduler:
     """
 
     def __init__(
-        self, backend=None, n_jobs=None, pre_dispatch="2*n_jobs", progress=False, desc=None
+        self,
+        backend=None,
+        n_jobs=None,
+        pre_dispatch="2*n_jobs",
+        progress=False,
+        desc=None,
+        max_retries=2,
+        memory=None,
+        timeout=None,
     ):
         self.engine = make_engine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+        self.engine.max_retries = max_retries
         self.progress = progress
         self.desc = desc
+        self.store = None if memory is None else ResultStore(memory)
+        self.timeout = timeout
+        self.n_cached = 0
+        if timeout is not None and getattr(self.engine, "uses_threads", False):
+            raise ValueError(
+                f"timeout={timeout!r} needs worker processes: a thread cannot be "
+                "stopped. Use backend='loky' (or n_jobs=1), or timeout=None."
+            )
 
     def __enter__(self):
         return self
@@ -60,11 +89,57 @@ class Scheduler:
         """Run ``tasks`` and yield one :class:`TaskRecord` per task as each finishes.
 
         Records arrive in completion order; callers merge them by ``key``.
-        An exception raised by a task propagates (after the running tasks of
-        the batch are abandoned), as with :class:`joblib.Parallel`.
+        Tasks found in the result store come first, without running. An
+        exception raised by a task propagates, as with :class:`joblib.Parallel`;
+        Ctrl-C stops the workers and says how many tasks were kept.
         """
         tasks = list(tasks)
+        cached, todo = self._look_up(tasks)
+        self.n_cached = len(cached)
+        n_done = 0
+        func = execute if self.timeout is None else partial(execute, timeout=self.timeout)
         with progress_bar(self.progress, total=len(tasks), desc=self.desc) as bar:
-            for outcome in self.engine.map_unordered(execute, tasks):
-                bar.update(1)
-                yield lost_record(outcome) if isinstance(outcome, LostTask) else outcome
+            try:
+                for record in cached:
+                    n_done += 1
+                    bar.update(1)
+                    yield record
+                for outcome in self.engine.map_unordered(func, todo):
+                    record = self._finish(outcome)
+                    n_done += 1
+                    bar.update(1)
+                    yield record
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(self._interrupted(n_done, len(tasks))) from None
+
+    def _look_up(self, tasks):
+        if self.store is None:
+            return [], tasks
+        cached, todo = [], []
+        for task in tasks:
+            record = None if task.cache_key is None else self.store.get(task.cache_key)
+            if record is None:
+                todo.append(task)
+            else:
+                record.key, record.cached = task.key, True
+                cached.append(record)
+        return cached, todo
+
+    def _finish(self, outcome):
+        if isinstance(outcome, LostTask):
+            return lost_record(outcome)
+        if self.store is not None and outcome.cache_key is not None:
+            self.store.put(outcome.cache_key, outcome)
+        return outcome
+
+    def _interrupted(self, n_done, n_total):
+        kept = f"Interrupted after {n_done} of {n_total} tasks finished; the workers were stopped. "
+        if self.store is None:
+            return kept + (
+                "No result store was set (memory=None), so the finished tasks are "
+                "lost; pass memory='a folder' to make a run resumable."
+            )
+        return kept + (
+            f"The finished tasks are kept in the result store {self.store.path!r}: "
+            "run the same fit again with the same memory= to resume where it stopped."
+        )

@@ -1,9 +1,11 @@
 """The task model: a keyed unit of work and the record the scheduler returns."""
 
 import os
+import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional
 
@@ -23,10 +25,21 @@ class Task:
     #: died more than ``max_retries`` times (e.g. a failed-fit record); None
     #: makes the run raise :class:`WorkerLostError` instead.
     on_lost: Optional[Callable] = None
+    #: Name of the task's entry in a result store: a hash of everything that
+    #: changes its result. None: the task is never stored.
+    cache_key: Optional[str] = None
 
 
 class WorkerLostError(RuntimeError):
     """A task's worker died more often than the retries allow."""
+
+
+class TaskTimeout(BaseException):
+    """Raised inside a task that ran past its time limit.
+
+    A BaseException, so that code catching ``Exception`` (a fit's
+    ``error_score`` handling) lets it through to :func:`execute`.
+    """
 
 
 @dataclass
@@ -55,6 +68,10 @@ class TaskRecord:
     end: float
     #: True when the value came from ``Task.on_lost``: the task never finished.
     lost: bool = False
+    #: True when the record was read from a result store instead of computed.
+    cached: bool = False
+    #: The task's result-store entry name (None: not stored).
+    cache_key: Optional[str] = None
 
     @property
     def worker(self):
@@ -62,10 +79,20 @@ class TaskRecord:
         return f"{self.host}:{self.pid}:{self.thread}"
 
 
-def execute(task):
-    """Run one task where it landed and wrap its value into a :class:`TaskRecord`."""
+def execute(task, timeout=None):
+    """Run one task where it landed and wrap its value into a :class:`TaskRecord`.
+
+    With ``timeout`` (seconds), a task still running after that long is
+    interrupted (SIGALRM; main thread of a process only) and comes back as a
+    :class:`LostTask`.
+    """
     start = time.time()
-    value = task.func(**task.kwargs)
+    try:
+        with _time_limit(timeout):
+            value = task.func(**task.kwargs)
+    except TaskTimeout:
+        return LostTask(task=task, reason=f"it ran longer than timeout={timeout} s",
+                        attempts=1)
     end = time.time()
     return TaskRecord(
         key=task.key,
@@ -75,8 +102,28 @@ def execute(task):
         thread=threading.current_thread().name,
         start=start,
         end=end,
+        cache_key=task.cache_key,
     )
 
+
+@contextmanager
+def _time_limit(seconds):
+    if seconds is None:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("A task timeout needs the main thread of a worker process.")
+
+    def interrupt(signum, frame):
+        raise TaskTimeout()
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def lost_record(lost):

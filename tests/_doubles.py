@@ -1,0 +1,63 @@
+"""Test doubles shared by several test files (importable by worker processes)."""
+
+import ctypes
+import os
+import time
+import uuid
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+
+class CountingClassifier(ClassifierMixin, BaseEstimator):
+    """A classifier whose fits leave a file in ``log_dir`` (to count them).
+
+    ``crash_on`` makes the fit of candidate ``c == crash_on`` kill its worker:
+    with ``"exit"`` via ``os._exit``, with ``"segfault"`` by reading address 0;
+    with ``crash_once_marker`` only the first time. ``sleep_on`` makes that
+    candidate sleep ``delay_on`` seconds. The score is deterministic: it
+    depends on ``c`` and the test labels only.
+    """
+
+    def __init__(self, c=0, delay=0.0, log_dir=None, crash_on=None, crash_how="exit",
+                 crash_once_marker=None, sleep_on=None, delay_on=0.0):
+        self.c = c
+        self.delay = delay
+        self.log_dir = log_dir
+        self.crash_on = crash_on
+        self.crash_how = crash_how
+        self.crash_once_marker = crash_once_marker
+        self.sleep_on = sleep_on
+        self.delay_on = delay_on
+
+    def fit(self, X, y):
+        if self.log_dir is not None:
+            with open(os.path.join(self.log_dir, uuid.uuid4().hex), "w") as file:
+                file.write(str(self.c))
+        if self.crash_on is not None and self.c == self.crash_on:
+            marker = self.crash_once_marker
+            if marker is None or not os.path.exists(marker):
+                if marker is not None:
+                    open(marker, "w").close()
+                if self.crash_how == "segfault":
+                    ctypes.string_at(0)
+                os._exit(7)
+        if self.sleep_on is not None and self.c == self.sleep_on:
+            time.sleep(self.delay_on)
+        time.sleep(self.delay)
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+    def score(self, X, y):
+        return self.c / 10 + float(np.mean(y)) / 100
+
+
+def count_fits(log_dir):
+    return len(os.listdir(log_dir))
+
+
+class OtherCountingClassifier(CountingClassifier):
+    """The same behaviour under another class name."""

@@ -1,0 +1,202 @@
+"""No finished work is lost: resume, Ctrl-C, dead workers, timeouts."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.exceptions import FitFailedWarning
+from sklearn.model_selection import GridSearchCV
+
+from _doubles import CountingClassifier, OtherCountingClassifier, count_fits
+from parml import ParallelGridSearchCV, cross_val_parallel
+
+X, y = make_classification(n_samples=120, random_state=0)
+GRID = {"c": [0, 1, 2, 3]}
+
+
+def assert_same_scores(ours, theirs):
+    for key, value in theirs.cv_results_.items():
+        if "time" in key:
+            continue
+        if key == "params":
+            assert ours.cv_results_[key] == value
+        else:
+            np.testing.assert_array_equal(ours.cv_results_[key], value, err_msg=key)
+
+
+def search(est, grid=GRID, **kw):
+    return ParallelGridSearchCV(est, grid, cv=3, **{"n_jobs": 2, **kw})
+
+
+def test_rerun_with_memory_fits_nothing_and_equals_sklearn(tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    first = search(CountingClassifier(log_dir=str(log)), memory=str(tmp_path / "s")).fit(X, y)
+    assert count_fits(log) == 12 + 1  # 12 fits and the refit
+    again = search(CountingClassifier(log_dir=str(log)), memory=str(tmp_path / "s")).fit(X, y)
+    assert count_fits(log) == 13 + 1  # only the refit ran
+    assert_same_scores(again, first)
+    assert_same_scores(again, GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y))
+
+
+def test_grown_grid_fits_only_new_candidates(tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    store = str(tmp_path / "s")
+    search(CountingClassifier(log_dir=str(log)), memory=store, refit=False).fit(X, y)
+    assert count_fits(log) == 12
+    grown = {"c": [0, 1, 2, 3, 4]}
+    ours = search(CountingClassifier(log_dir=str(log)), grown, memory=store, refit=False).fit(X, y)
+    assert count_fits(log) == 15
+    assert_same_scores(ours, GridSearchCV(CountingClassifier(), grown, cv=3, refit=False).fit(X, y))
+
+
+@pytest.mark.parametrize("change", ["data", "params", "scorer", "estimator"])
+def test_changed_inputs_invalidate_the_store(tmp_path, change):
+    log = tmp_path / "log"
+    log.mkdir()
+    store = str(tmp_path / "s")
+    search(CountingClassifier(log_dir=str(log)), memory=store, refit=False).fit(X, y)
+    est, X2, kw = CountingClassifier(log_dir=str(log)), X, {}
+    if change == "data":
+        X2 = X.copy()
+        X2[0, 0] += 1.0
+    elif change == "params":
+        est.set_params(delay=1e-6)
+    elif change == "scorer":
+        kw = {"scoring": "accuracy"}
+    elif change == "estimator":
+        est = OtherCountingClassifier(log_dir=str(log))
+    search(est, memory=store, refit=False, backend="threading", **kw).fit(X2, y)
+    assert count_fits(log) == 24, f"a change of {change} must refit everything"
+
+
+def test_cross_val_parallel_resumes(tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    est = CountingClassifier(c=1, log_dir=str(log))
+    first = cross_val_parallel(est, X, y, cv=4, memory=str(tmp_path / "s"))
+    second = cross_val_parallel(est, X, y, cv=4, memory=str(tmp_path / "s"))
+    assert count_fits(log) == 4
+    np.testing.assert_array_equal(first["test_score"], second["test_score"])
+
+
+@pytest.mark.parametrize("how", ["exit", "segfault"])
+def test_worker_that_always_dies_fails_only_its_candidate(tmp_path, how):
+    est = CountingClassifier(crash_on=2, crash_how=how)
+    with pytest.warns(FitFailedWarning, match="3 fits failed out of a total of 12") as w:
+        ours = search(est, max_retries=1).fit(X, y)
+    assert "worker running this fit died" in str(w[0].message)
+    reference = GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y)
+    for key in ("mean_test_score", "split0_test_score"):
+        expected = reference.cv_results_[key].copy()
+        expected[2] = np.nan
+        np.testing.assert_array_equal(ours.cv_results_[key], expected)
+    assert ours.best_params_ == {"c": 3}
+
+
+def test_worker_that_dies_once_is_retried_and_search_is_unchanged(tmp_path):
+    est = CountingClassifier(crash_on=1, crash_once_marker=str(tmp_path / "crashed"))
+    ours = search(est).fit(X, y)
+    assert (tmp_path / "crashed").exists()
+    assert_same_scores(ours, GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y))
+
+
+def test_dead_worker_with_error_score_raise_raises():
+    from parml.scheduler import WorkerLostError
+
+    with pytest.raises(WorkerLostError, match="lost"):
+        search(CountingClassifier(crash_on=0), error_score="raise", max_retries=0).fit(X, y)
+
+
+def test_fit_past_timeout_is_a_failed_fit():
+    est = CountingClassifier(sleep_on=3, delay_on=30.0)
+    start = time.time()
+    with pytest.warns(FitFailedWarning, match="ran longer than timeout=1.0 s"):
+        ours = search(est, timeout=1.0).fit(X, y)
+    assert time.time() - start < 20
+    assert np.isnan(ours.cv_results_["mean_test_score"][3])
+    assert not np.isnan(ours.cv_results_["mean_test_score"][:3]).any()
+
+
+def test_timeout_with_threads_is_refused():
+    with pytest.raises(ValueError, match="timeout=1.0 needs worker processes"):
+        search(CountingClassifier(), timeout=1.0, backend="threading").fit(X, y)
+
+
+SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from sklearn.datasets import make_classification
+from _doubles import CountingClassifier
+from parml import ParallelGridSearchCV
+X, y = make_classification(n_samples=120, random_state=0)
+est = CountingClassifier(delay=0.4, log_dir={log!r})
+ParallelGridSearchCV(est, {{"c": list(range(8))}}, cv=3, n_jobs=2,
+                     memory={store!r}).fit(X, y)
+print("finished")
+"""
+
+
+def _descendants(pid):
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children + [d for c in children for d in _descendants(c)]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find workers")
+def test_ctrl_c_stops_promptly_keeps_results_and_resumes(tmp_path):
+    log, store = tmp_path / "log", tmp_path / "store"
+    log.mkdir()
+    script = SCRIPT.format(tests=os.path.dirname(__file__), log=str(log), store=str(store))
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not store.exists() or len(os.listdir(store)) < 4):
+        time.sleep(0.05)
+    workers = _descendants(proc.pid)
+    assert workers, "the search runs in worker processes"
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    stopped = time.time() - sent
+    assert stopped < 3.0, f"fit took {stopped:.1f} s to stop after Ctrl-C"
+    assert "finished" not in out
+    assert "KeyboardInterrupt: Interrupted after" in err and "resume" in err
+    time.sleep(1.0)
+    assert not [pid for pid in workers if _alive(pid)], "worker processes left running"
+
+    kept = len([n for n in os.listdir(store) if n.endswith(".pkl") and not n.startswith(".")])
+    assert 4 <= kept < 24
+    fits_before = count_fits(log)
+    est = CountingClassifier(delay=0.0, log_dir=str(log))
+    # delay is part of the estimator's parameters, so resume with the same one
+    est.set_params(delay=0.4)
+    grid = {"c": list(range(8))}
+    resumed = ParallelGridSearchCV(est, grid, cv=3, n_jobs=2, memory=str(store),
+                                   refit=False).fit(X, y)
+    assert count_fits(log) - fits_before == 24 - kept
+    reference = GridSearchCV(CountingClassifier(), grid, cv=3, refit=False).fit(X, y)
+    assert_same_scores(resumed, reference)
