@@ -1,5 +1,6 @@
 """ParallelGridSearchCV and ParallelRandomizedSearchCV: plan, run, merge, select, refit."""
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sklearn.utils import indexable
 
 from .. import _compat
 from ..scheduler import Scheduler, Task, check_backend
+from ..tracing import logger, trace_events
 from ._checks import (
     check_candidates,
     check_consistent_length,
@@ -174,11 +176,13 @@ class ParallelSearchMixin:
                 "No fits were performed. Was the CV iterator empty? "
                 "Were there no candidates?"
             )
+        message = (
+            f"Fitting {n_splits} folds for each of {n_candidates} candidates,"
+            f" totalling {n_candidates * n_splits} fits"
+        )
+        logger.info("%s: %s", type(self).__name__, message)
         if self.verbose > 0:
-            print(
-                f"Fitting {n_splits} folds for each of {n_candidates} candidates,"
-                f" totalling {n_candidates * n_splits} fits"
-            )
+            print(message)
         search_ctx = _search_context(self, root_ctx, n_candidates * n_splits)
         with Scheduler(
             backend=self.backend,
@@ -192,7 +196,9 @@ class ParallelSearchMixin:
         ) as scheduler:
             data = scheduler.share({"X": plan.X, "y": plan.y, "splits": plan.splits})
             tasks = self._plan_tasks(plan, data, search_ctx)
-            records = [record.value for record in scheduler.run(tasks)]
+            task_records = [self._log_task(r, plan) for r in scheduler.run(tasks)]
+        self.trace_ = trace_events(task_records, plan.candidate_params)
+        records = [record.value for record in task_records]
         if search_ctx is not None:
             search_ctx.call_on_fit_task_end(estimator=self)
         warn_or_raise_about_fit_failures(records, self.error_score)
@@ -203,6 +209,21 @@ class ParallelSearchMixin:
         )
         first = min(records, key=lambda r: (r.candidate_idx, r.split_idx))
         return results, isinstance(first.test_scores, dict), first.test_scores
+
+    def _log_task(self, record, plan):
+        fit = record.value
+        level = logging.INFO if self.verbose > 1 else logging.DEBUG
+        if logger.isEnabledFor(level):
+            logger.log(
+                level,
+                "candidate %d split %d %s: %s on %s in %.3f s%s",
+                fit.candidate_idx, fit.split_idx,
+                plan.candidate_params[fit.candidate_idx],
+                "failed" if fit.fit_error else f"test score {fit.test_scores}",
+                record.worker, record.end - record.start,
+                " (from the result store)" if record.cached else "",
+            )
+        return record
 
     # -- select and refit -----------------------------------------------------
     def _select_best(self, results, plan, multimetric, first_scores):
@@ -371,6 +392,10 @@ class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
         Number of features seen during fit (when refitted).
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of features seen during fit (when refitted on named features).
+    trace_ : list of dict
+        Where and when each fit ran: one dict per (candidate, split) with the
+        worker, start and end times, fit and score times, and whether it
+        failed or came from the result store. See :mod:`parml.tracing`.
 
     See Also
     --------
@@ -511,6 +536,8 @@ class ParallelRandomizedSearchCV(ParallelSearchMixin, RandomizedSearchCV):
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Names of features seen during fit.
+    trace_ : list of dict
+        Where and when each fit ran (see :mod:`parml.tracing`).
 
     See Also
     --------

@@ -1,0 +1,156 @@
+"""See where and when each task ran: ``trace_`` records, Chrome traces, logging.
+
+Every fitted search has ``trace_``: one dict per (candidate, split) fit with
+the worker that ran it and its wall-clock start and end. This module turns
+them into a pandas DataFrame or a Chrome/Perfetto trace-event file, which
+``chrome://tracing`` or https://ui.perfetto.dev open as a timeline.
+"""
+
+import json
+import logging
+
+#: The logger parml writes to; configure it like any ``logging`` logger.
+logger = logging.getLogger("parml")
+
+__all__ = ["logger", "to_chrome_trace", "to_frame", "trace_events"]
+
+
+def trace_events(records, candidate_params):
+    """One dict per fit, from the scheduler's task records.
+
+    Parameters
+    ----------
+    records : list of TaskRecord
+        Records whose ``value`` is a fit record (with candidate and split).
+    candidate_params : list of dict
+
+    Returns
+    -------
+    trace : list of dict
+        Keys: ``candidate_idx``, ``split_idx``, ``params``, ``worker``,
+        ``host``, ``pid``, ``thread``, ``start``, ``end`` (seconds since the
+        epoch), ``duration``, ``fit_time``, ``score_time``, ``failed``,
+        ``cached`` (read from a result store) and ``lost`` (its worker died).
+    """
+    trace = []
+    for record in sorted(records, key=lambda r: (r.value.candidate_idx, r.value.split_idx)):
+        fit = record.value
+        trace.append(
+            {
+                "candidate_idx": fit.candidate_idx,
+                "split_idx": fit.split_idx,
+                "params": candidate_params[fit.candidate_idx],
+                "worker": record.worker,
+                "host": record.host,
+                "pid": record.pid,
+                "thread": record.thread,
+                "start": record.start,
+                "end": record.end,
+                "duration": record.end - record.start,
+                "fit_time": fit.fit_time,
+                "score_time": fit.score_time,
+                "failed": fit.fit_error is not None,
+                "cached": record.cached,
+                "lost": record.lost,
+            }
+        )
+    return trace
+
+
+def _trace_of(search_or_trace):
+    trace = getattr(search_or_trace, "trace_", search_or_trace)
+    if not isinstance(trace, list):
+        raise TypeError(
+            "Expected a fitted parml search (with a trace_ attribute) or its "
+            f"trace_ list; got {type(search_or_trace).__name__}."
+        )
+    return trace
+
+
+def to_frame(search):
+    """The trace of a fitted search as a :class:`pandas.DataFrame`.
+
+    Parameters
+    ----------
+    search : fitted ParallelGridSearchCV or ParallelRandomizedSearchCV, or its ``trace_``
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        One row per fit, with ``start`` and ``end`` relative to the first start.
+    """
+    from ._optional import import_optional
+
+    pd = import_optional("pandas", extra="pandas", purpose="parml.tracing.to_frame")
+    frame = pd.DataFrame(_trace_of(search))
+    if len(frame):
+        origin = frame["start"].min()
+        frame["start"] -= origin
+        frame["end"] -= origin
+    return frame
+
+
+def to_chrome_trace(search, path=None):
+    """Write the trace in Chrome's trace-event JSON format.
+
+    One complete event (``"ph": "X"``) per fit, on a row per worker process
+    and thread, named by candidate and split, with the parameters in ``args``.
+    Open the file in https://ui.perfetto.dev or ``chrome://tracing``.
+
+    Parameters
+    ----------
+    search : fitted search, or its ``trace_`` list
+    path : str or os.PathLike, default=None
+        Where to write the JSON; None only returns it.
+
+    Returns
+    -------
+    trace : dict
+        The trace-event document (``{"traceEvents": [...], ...}``).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from parml import ParallelGridSearchCV
+    >>> from parml.tracing import to_chrome_trace
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = ParallelGridSearchCV(LogisticRegression(max_iter=500),
+    ...                               {"C": [0.1, 1.0]}, cv=3).fit(X, y)
+    >>> doc = to_chrome_trace(search)
+    >>> sum(event["ph"] == "X" for event in doc["traceEvents"])
+    6
+    """
+    trace = _trace_of(search)
+    origin = min((t["start"] for t in trace), default=0.0)
+    events, threads = [], {}
+    for t in trace:
+        tid = threads.setdefault((t["pid"], t["thread"]), len(threads))
+        events.append(
+            {
+                "name": f"candidate {t['candidate_idx']} / split {t['split_idx']}",
+                "cat": "cached" if t["cached"] else ("failed" if t["failed"] else "fit"),
+                "ph": "X",
+                "ts": round((t["start"] - origin) * 1e6, 3),
+                "dur": round(t["duration"] * 1e6, 3),
+                "pid": t["pid"],
+                "tid": tid,
+                "args": {
+                    "params": {k: repr(v) for k, v in t["params"].items()},
+                    "host": t["host"],
+                    "fit_time": t["fit_time"],
+                    "score_time": t["score_time"],
+                },
+            }
+        )
+    for (pid, thread), tid in threads.items():
+        events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
+                       "args": {"name": thread}})
+    for pid in {pid for pid, _ in threads}:
+        events.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
+                       "args": {"name": f"worker {pid}"}})
+    doc = {"traceEvents": events, "displayTimeUnit": "ms"}
+    if path is not None:
+        with open(path, "w") as file:
+            json.dump(doc, file)
+    return doc
