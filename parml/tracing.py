@@ -21,7 +21,7 @@ def trace_events(records, candidate_params):
     Parameters
     ----------
     records : list of TaskRecord
-        Records whose ``value`` is a fit record (with candidate and split).
+        Records whose ``value`` is a fit record, or a list of them.
     candidate_params : list of dict
 
     Returns
@@ -30,30 +30,41 @@ def trace_events(records, candidate_params):
         Keys: ``candidate_idx``, ``split_idx``, ``params``, ``worker``,
         ``host``, ``pid``, ``thread``, ``start``, ``end`` (seconds since the
         epoch), ``duration``, ``fit_time``, ``score_time``, ``failed``,
-        ``cached`` (read from a result store) and ``lost`` (its worker died).
+        ``cached`` (read from a result store), ``lost`` (its worker died) and
+        ``grouped`` (fitted in one task with candidates sharing a pipeline
+        prefix; the task's time is split evenly between them).
     """
     trace = []
-    for record in sorted(records, key=lambda r: (r.value.candidate_idx, r.value.split_idx)):
-        fit = record.value
-        trace.append(
-            {
-                "candidate_idx": fit.candidate_idx,
-                "split_idx": fit.split_idx,
-                "params": candidate_params[fit.candidate_idx],
-                "worker": record.worker,
-                "host": record.host,
-                "pid": record.pid,
-                "thread": record.thread,
-                "start": record.start,
-                "end": record.end,
-                "duration": record.end - record.start,
-                "fit_time": fit.fit_time,
-                "score_time": fit.score_time,
-                "failed": fit.fit_error is not None,
-                "cached": record.cached,
-                "lost": record.lost,
-            }
-        )
+    for record in records:
+        fits = record.value if isinstance(record.value, list) else [record.value]
+        # A task fitting a group of candidates (shared pipeline prefix) ran them
+        # one after the other: give each its slice of the task's time span.
+        start = record.start
+        for fit in fits:
+            share = (record.end - record.start) / len(fits) if len(fits) > 1 else None
+            end = record.end if share is None else start + share
+            trace.append(
+                {
+                    "candidate_idx": fit.candidate_idx,
+                    "split_idx": fit.split_idx,
+                    "params": candidate_params[fit.candidate_idx],
+                    "worker": record.worker,
+                    "host": record.host,
+                    "pid": record.pid,
+                    "thread": record.thread,
+                    "start": start,
+                    "end": end,
+                    "duration": end - start,
+                    "fit_time": fit.fit_time,
+                    "score_time": fit.score_time,
+                    "failed": fit.fit_error is not None,
+                    "cached": record.cached,
+                    "lost": record.lost,
+                    "grouped": len(fits) > 1,
+                }
+            )
+            start = end
+    trace.sort(key=lambda t: (t["candidate_idx"], t["split_idx"]))
     return trace
 
 

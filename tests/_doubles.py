@@ -6,7 +6,7 @@ import time
 import uuid
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
 
 class CountingClassifier(ClassifierMixin, BaseEstimator):
@@ -61,3 +61,24 @@ def count_fits(log_dir):
 
 class OtherCountingClassifier(CountingClassifier):
     """The same behaviour under another class name."""
+
+
+class CountingScaler(TransformerMixin, BaseEstimator):
+    """Scales by ``factor``; each fit leaves a file in ``log_dir``; ``fail`` raises."""
+
+    def __init__(self, factor=1.0, log_dir=None, fail=False):
+        self.factor = factor
+        self.log_dir = log_dir
+        self.fail = fail
+
+    def fit(self, X, y=None):
+        if self.log_dir is not None:
+            with open(os.path.join(self.log_dir, uuid.uuid4().hex), "w") as file:
+                file.write(str(self.factor))
+        if self.fail:
+            raise ValueError("this prefix always fails")
+        self.mean_ = np.asarray(X).mean(axis=0)
+        return self
+
+    def transform(self, X):
+        return (np.asarray(X) - self.mean_) * self.factor

@@ -43,12 +43,22 @@ def fit_fingerprint(estimator, X, y, routed, scorers, **options):
     )
 
 
+def split_hashes(splits):
+    """A hash of each split's (train, test) indices."""
+    return [_hash("split indices", split) for split in splits]
+
+
+def task_key(fingerprint, params, split_hash):
+    """The store key of a task fitting ``params`` (a dict, or a list of dicts
+    for a group of candidates fitted together) on one split."""
+    return joblib.hash((fingerprint, _hash("candidate parameters", params), split_hash))
+
+
 def task_keys(fingerprint, candidate_params, splits):
     """``{(candidate_idx, split_idx): key}`` for every fit task."""
-    split_hashes = [_hash("split indices", split) for split in splits]
-    keys = {}
-    for cand_idx, params in enumerate(candidate_params):
-        params_hash = _hash("candidate parameters", params)
-        for split_idx, split_hash in enumerate(split_hashes):
-            keys[cand_idx, split_idx] = joblib.hash((fingerprint, params_hash, split_hash))
-    return keys
+    hashes = split_hashes(splits)
+    return {
+        (cand_idx, split_idx): task_key(fingerprint, params, split_hash)
+        for cand_idx, params in enumerate(candidate_params)
+        for split_idx, split_hash in enumerate(hashes)
+    }

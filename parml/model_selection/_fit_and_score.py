@@ -107,30 +107,51 @@ def fit_and_score(
     start_time = time.time()
     X_train, y_train = _compat.safe_split(estimator, X, y, train)
     X_test, y_test = _compat.safe_split(estimator, X, y, test, train)
-    train_scores = None
     fit_error = None
     try:
         _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller)
     except Exception:
-        fit_time = time.time() - start_time
-        score_time = 0.0
         if error_score == "raise":
             raise
         fit_error = format_exc()
-        if _compat.is_multimetric_scorer(scorer):
-            test_scores = {name: error_score for name in _compat.scorer_dict(scorer)}
-        else:
-            test_scores = error_score
+    fit_time = time.time() - start_time
+    return scored_record(
+        estimator, candidate_idx, split_idx, fit_time, fit_error,
+        (X_train, y_train, score_params_train), (X_test, y_test, score_params_test),
+        scorer=scorer, return_train_score=return_train_score,
+        return_estimator=return_estimator, error_score=error_score,
+        verbose=verbose, progress=progress, parameters=parameters,
+    )
+
+
+def error_scores(scorer, error_score):
+    """The score(s) of a failed fit: ``error_score`` for every metric."""
+    if _compat.is_multimetric_scorer(scorer):
+        return {name: error_score for name in _compat.scorer_dict(scorer)}
+    return error_score
+
+
+def scored_record(estimator, candidate_idx, split_idx, fit_time, fit_error, train, test, *,
+                  scorer, return_train_score, return_estimator, error_score, verbose,
+                  progress, parameters):
+    """Score a fitted estimator (or record its failure) into a :class:`FitRecord`.
+
+    ``train`` and ``test`` are ``(X, y, score_params)`` of the split.
+    """
+    X_train, y_train, score_params_train = train
+    X_test, y_test, score_params_test = test
+    train_scores = None
+    score_start = time.time()
+    if fit_error is not None:
+        test_scores = error_scores(scorer, error_score)
         if return_train_score:
-            train_scores = (
-                test_scores.copy() if isinstance(test_scores, dict) else test_scores
-            )
+            train_scores = error_scores(scorer, error_score)
+        score_time = 0.0
     else:
-        fit_time = time.time() - start_time
         test_scores = _compat.score(
             estimator, X_test, y_test, scorer, score_params_test, error_score
         )
-        score_time = time.time() - start_time - fit_time
+        score_time = time.time() - score_start
         if return_train_score:
             train_scores = _compat.score(
                 estimator, X_train, y_train, scorer, score_params_train, error_score
@@ -151,7 +172,6 @@ def fit_and_score(
         fit_error=fit_error,
         estimator=estimator if return_estimator else None,
     )
-
 
 def _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller):
     args = (X_train,) if y_train is None else (X_train, y_train)
@@ -209,17 +229,11 @@ def lost_fit_record(reason, *, candidate_idx, split_idx, scorer, return_train_sc
 
     Used as ``Task.on_lost``; the failure is then reported with the others.
     """
-    if _compat.is_multimetric_scorer(scorer):
-        scores = {name: error_score for name in _compat.scorer_dict(scorer)}
-    else:
-        scores = error_score
     return FitRecord(
         candidate_idx=candidate_idx,
         split_idx=split_idx,
-        test_scores=scores,
-        train_scores=(dict(scores) if isinstance(scores, dict) else scores)
-        if return_train_score
-        else None,
+        test_scores=error_scores(scorer, error_score),
+        train_scores=error_scores(scorer, error_score) if return_train_score else None,
         n_test_samples=0,
         fit_time=0.0,
         score_time=0.0,
@@ -239,3 +253,9 @@ def on_lost_handler(*, candidate_idx, split_idx, scorer, return_train_score, err
         return_train_score=return_train_score,
         error_score=error_score,
     )
+
+
+def fit_records(task_record):
+    """The fit records in a task's value: one, or a group's list."""
+    value = task_record.value
+    return value if isinstance(value, list) else [value]

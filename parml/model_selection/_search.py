@@ -4,6 +4,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from numbers import Integral, Real
 
 import joblib
@@ -27,8 +28,9 @@ from ._checks import (
     check_consistent_length,
     check_refit_for_multimetric,
 )
-from ._fingerprint import fit_fingerprint, task_keys
-from ._fit_and_score import fit_and_score, on_lost_handler
+from ._fingerprint import fit_fingerprint, split_hashes, task_key
+from ._fit_and_score import fit_and_score, fit_records, on_lost_handler
+from ._prefix import fit_and_score_group, lost_group_records, prefix_groups
 from ._results import fill_error_scores, format_cv_results, warn_or_raise_about_fit_failures
 
 #: Constraints parml adds to (or tightens in) scikit-learn's search constraints.
@@ -122,51 +124,86 @@ class ParallelSearchMixin:
         check_candidates(self.estimator, candidate_params, self._grid_param_name)
         return SearchPlan(candidate_params, splits, scorers, refit_metric, routed, X, y)
 
-    def _plan_tasks(self, plan, data, search_ctx):
+    def _plan_tasks(self, plan, data, search_ctx, n_workers):
+        groups = None
+        if search_ctx is None:
+            groups = prefix_groups(
+                self.estimator, plan.candidate_params, plan.routed.estimator.fit, n_workers
+            )
+        if groups is not None:
+            return self._plan_group_tasks(plan, data, groups)
         n_candidates, n_splits = len(plan.candidate_params), len(plan.splits)
         contexts = _task_contexts(search_ctx, n_candidates * n_splits)
-        keys = self._cache_keys(plan)
+        cache_key = self._cache_keys(plan)
         return [
             Task(
                 key=(cand_idx, split_idx),
                 func=fit_and_score,
                 kwargs=dict(
+                    self._task_options(plan),
                     estimator=self.estimator,
                     data=data,
                     split_idx=split_idx,
                     candidate_idx=cand_idx,
                     parameters=parameters,
-                    scorer=plan.scorers,
                     fit_params=plan.routed.estimator.fit,
-                    score_params=plan.routed.scorer.score,
-                    return_train_score=self.return_train_score,
-                    error_score=self.error_score,
-                    verbose=self.verbose,
-                    progress=(n_splits, n_candidates),
                     callback_ctx=contexts[cand_idx * n_splits + split_idx],
                     caller=self if search_ctx is not None else None,
                 ),
                 on_lost=on_lost_handler(
-                    candidate_idx=cand_idx,
-                    split_idx=split_idx,
-                    scorer=plan.scorers,
-                    return_train_score=self.return_train_score,
-                    error_score=self.error_score,
+                    candidate_idx=cand_idx, split_idx=split_idx, **self._lost_options(plan)
                 ),
-                cache_key=keys.get((cand_idx, split_idx)),
+                cache_key=cache_key(parameters, split_idx),
             )
             for cand_idx, parameters in enumerate(plan.candidate_params)
             for split_idx in range(n_splits)
         ]
 
+    def _plan_group_tasks(self, plan, data, groups):
+        """One task per (group of candidates sharing a pipeline prefix, split)."""
+        cache_key = self._cache_keys(plan)
+        tasks = []
+        for group_idx, group in enumerate(groups):
+            candidates = [(idx, plan.candidate_params[idx]) for idx in group]
+            for split_idx in range(len(plan.splits)):
+                on_lost = None
+                if self.error_score != "raise":
+                    on_lost = partial(lost_group_records, candidate_idxs=group,
+                                      split_idx=split_idx, **self._lost_options(plan))
+                tasks.append(Task(
+                    key=("group", group_idx, split_idx),
+                    func=fit_and_score_group,
+                    kwargs=dict(self._task_options(plan), estimator=self.estimator,
+                                data=data, split_idx=split_idx, candidates=candidates),
+                    on_lost=on_lost,
+                    cache_key=cache_key([p for _, p in candidates], split_idx),
+                ))
+        return tasks
+
+    def _task_options(self, plan):
+        return dict(
+            scorer=plan.scorers,
+            score_params=plan.routed.scorer.score,
+            return_train_score=self.return_train_score,
+            error_score=self.error_score,
+            verbose=self.verbose,
+            progress=(len(plan.splits), len(plan.candidate_params)),
+        )
+
+    def _lost_options(self, plan):
+        return dict(scorer=plan.scorers, return_train_score=self.return_train_score,
+                    error_score=self.error_score)
+
     def _cache_keys(self, plan):
+        """``cache_key(params, split_idx)``: the store key of a task (None without memory)."""
         if self.memory is None:
-            return {}
+            return lambda params, split_idx: None
         fingerprint = fit_fingerprint(
             self.estimator, plan.X, plan.y, plan.routed, plan.scorers,
             error_score=self.error_score, return_train_score=self.return_train_score,
         )
-        return task_keys(fingerprint, plan.candidate_params, plan.splits)
+        hashes = split_hashes(plan.splits)
+        return lambda params, split_idx: task_key(fingerprint, params, hashes[split_idx])
 
     # -- run and merge --------------------------------------------------------
     def _evaluate(self, plan, root_ctx):
@@ -195,10 +232,10 @@ class ParallelSearchMixin:
             timeout=self.timeout,
         ) as scheduler:
             data = scheduler.share({"X": plan.X, "y": plan.y, "splits": plan.splits})
-            tasks = self._plan_tasks(plan, data, search_ctx)
+            tasks = self._plan_tasks(plan, data, search_ctx, scheduler.engine.n_workers)
             task_records = [self._log_task(r, plan) for r in scheduler.run(tasks)]
         self.trace_ = trace_events(task_records, plan.candidate_params)
-        records = [record.value for record in task_records]
+        records = [fit for record in task_records for fit in fit_records(record)]
         if search_ctx is not None:
             search_ctx.call_on_fit_task_end(estimator=self)
         warn_or_raise_about_fit_failures(records, self.error_score)
@@ -211,9 +248,8 @@ class ParallelSearchMixin:
         return results, isinstance(first.test_scores, dict), first.test_scores
 
     def _log_task(self, record, plan):
-        fit = record.value
         level = logging.INFO if self.verbose > 1 else logging.DEBUG
-        if logger.isEnabledFor(level):
+        for fit in fit_records(record) if logger.isEnabledFor(level) else ():
             logger.log(
                 level,
                 "candidate %d split %d %s: %s on %s in %.3f s%s",
