@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from functools import partial
 
 import joblib
+import numpy as np
 from joblib.parallel import BACKENDS, get_active_backend
 from threadpoolctl import ThreadpoolController
 
-from ._sharing import MemmapStore
+from ._sharing import MemmapStore, temp_root
 from ._tasks import LostTask
 
 #: Backends whose workers are separate processes on this machine.
@@ -122,8 +123,8 @@ class LocalEngine:
         parallel in a fresh pool.
         """
         tasks = list(tasks)
-        with tempfile.TemporaryDirectory(prefix="parml-started-") as markers:
-            marked = partial(_marked, func, markers)
+        with _StartedBoard(len(tasks)) as board:
+            marked = partial(_marked, func, board.path)
             pending = list(range(len(tasks)))
             while pending:
                 done, crash = set(), None
@@ -133,7 +134,7 @@ class LocalEngine:
                         yield result
                 except BrokenExecutor as exc:
                     crash = exc
-                started = {int(name) for name in os.listdir(markers)}
+                started = board.started()
                 suspects = [i for i in pending if i in started and i not in done]
                 pending = [i for i in pending if i not in done and i not in started]
                 if crash is None:
@@ -163,11 +164,36 @@ def _limited(func, controller, limit, item):
         return func(item)
 
 
-def _marked(func, marker_dir, indexed_task):
-    """Leave a marker that task ``index`` started, then run it."""
+class _StartedBoard:
+    """One byte per task in a shared file: set by the worker when a task starts."""
+
+    def __init__(self, n_tasks):
+        fd, self.path = tempfile.mkstemp(prefix="parml-started-", dir=temp_root())
+        os.close(fd)
+        self._board = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(max(n_tasks, 1),))
+
+    def started(self):
+        return set(np.flatnonzero(self._board).tolist())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        del self._board
+        os.remove(self.path)
+
+
+_BOARDS = {}
+
+
+def _marked(func, board_path, indexed_task):
+    """Mark task ``index`` as started on the shared board, then run it."""
     index, task = indexed_task
-    with open(os.path.join(marker_dir, str(index)), "w"):
-        pass
+    board = _BOARDS.get(board_path)
+    if board is None:
+        _BOARDS.clear()  # one board per run: drop the maps of finished runs
+        board = _BOARDS[board_path] = np.memmap(board_path, dtype=np.uint8, mode="r+")
+    board[index] = 1
     return index, func(task)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 MIN_NBYTES = 64 * 1024
 
 
-def _temp_root():
+def temp_root():
+    """A folder in memory (``/dev/shm``) where there is one, else the default."""
     shm = "/dev/shm"
     if os.path.isdir(shm) and os.access(shm, os.W_OK):
         return shm
@@ -48,7 +49,7 @@ class MemmapStore:
 
     def _dump(self, array):
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="parml-", dir=_temp_root())
+            self.folder = tempfile.mkdtemp(prefix="parml-", dir=temp_root())
         path = os.path.join(self.folder, f"array-{self._count}.pkl")
         self._count += 1
         joblib.dump(array, path)
