@@ -118,3 +118,37 @@ def test_missing_tqdm_names_the_extra(monkeypatch):
     X, y = make_classification(n_samples=40, random_state=0)
     with pytest.raises(ImportError, match=r'pip install "parml\[progress\]"'):
         ParallelGridSearchCV(LogisticRegression(), {"C": [1.0]}, cv=2, progress=True).fit(X, y)
+
+
+class FoldRecorder(ClassifierMixin, BaseEstimator):
+    """Scores the address of the training array it was fitted on."""
+
+    def __init__(self, c=0):
+        self.c = c
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.address_ = X.__array_interface__["data"][0]
+        self.writeable_ = X.flags.writeable
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+    def score(self, X, y):
+        return float(self.address_) if not self.writeable_ else -1.0
+
+
+@pytest.mark.parametrize("engine", [dict(n_jobs=1), dict(n_jobs=2, backend="threading")],
+                         ids=str)
+def test_fits_of_a_split_share_one_read_only_fold(engine):
+    from parml.model_selection import _fit_and_score
+
+    X, y = make_classification(n_samples=200, random_state=0)
+    search = ParallelGridSearchCV(FoldRecorder(), {"c": list(range(6))}, cv=3,
+                                  refit=False, **engine).fit(X, y)
+    for split in range(3):
+        addresses = set(search.cv_results_[f"split{split}_test_score"])
+        assert -1.0 not in addresses, "fold arrays must be read-only"
+        assert len(addresses) == 1, "every fit of a split reads the same fold array"
+    assert not _fit_and_score._FOLDS, "fold data is dropped when the fit ends"

@@ -1,13 +1,17 @@
 """The unit of work of every search and cross-validation: fit on a split, score it."""
 
+import threading
 import time
+from collections import OrderedDict
 from functools import partial
 from dataclasses import dataclass
 from traceback import format_exc
 from typing import Any, Optional
 
 from joblib import logger
+import numpy as np
 from sklearn.base import clone
+from sklearn.utils import get_tags
 
 from .. import _compat
 
@@ -105,8 +109,7 @@ def fit_and_score(
     score_params_test = _compat.check_method_params(X, params=score_params, indices=test)
 
     start_time = time.time()
-    X_train, y_train = _compat.safe_split(estimator, X, y, train)
-    X_test, y_test = _compat.safe_split(estimator, X, y, test, train)
+    X_train, y_train, X_test, y_test = split_data(estimator, data, split_idx)
     fit_error = None
     try:
         _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller)
@@ -172,6 +175,77 @@ def scored_record(estimator, candidate_idx, split_idx, fit_time, fit_error, trai
         fit_error=fit_error,
         estimator=estimator if return_estimator else None,
     )
+
+#: Fold data kept per worker process: the splits used last, most recent last.
+_FOLDS = OrderedDict()
+_FOLDS_LOCK = threading.Lock()
+#: How many splits' fold data a worker keeps (tasks are dispatched split by split).
+MAX_CACHED_SPLITS = 2
+#: Seconds without a fit after which a worker drops its fold data.
+FOLD_IDLE_SECONDS = 2.0
+_LAST_USE = [0.0]
+_JANITOR = []
+
+
+def forget_folds():
+    """Drop the fold data this process keeps."""
+    with _FOLDS_LOCK:
+        _FOLDS.clear()
+
+
+def _janitor():
+    while True:
+        time.sleep(FOLD_IDLE_SECONDS / 2)
+        if _FOLDS and time.monotonic() - _LAST_USE[0] > FOLD_IDLE_SECONDS:
+            forget_folds()
+
+
+def _note_use():
+    # An idle worker (the pool is kept for the next fit) must not hold a
+    # split's data: a janitor thread forgets it once no fit asked for a while.
+    _LAST_USE[0] = time.monotonic()
+    if not _JANITOR:
+        thread = threading.Thread(target=_janitor, name="parml-fold-janitor", daemon=True)
+        thread.start()
+        _JANITOR.append(thread)
+
+
+def split_data(estimator, data, split_idx):
+    """``X_train, y_train, X_test, y_test`` of one split, made once per worker.
+
+    Every fit of a split on the same worker (process or thread) reads the same
+    fold arrays instead of indexing X again: peak memory does not grow with
+    the number of candidates. Shared arrays are read-only; estimators that
+    write into their input copy it first (scikit-learn's own do).
+    Data without a ``"token"`` (one-off use) is split directly.
+    """
+    X, y = data["X"], data["y"]
+    train, test = data["splits"][split_idx]
+    token = data.get("token")
+    key = (token, split_idx, get_tags(estimator).input_tags.pairwise)
+    if token is not None:
+        with _FOLDS_LOCK:
+            _note_use()
+            if key in _FOLDS:
+                _FOLDS.move_to_end(key)
+                return _FOLDS[key]
+    folds = (
+        *_compat.safe_split(estimator, X, y, train),
+        *_compat.safe_split(estimator, X, y, test, train),
+    )
+    if token is None:
+        return folds
+    for array in folds:
+        if isinstance(array, np.ndarray):
+            array.setflags(write=False)
+    with _FOLDS_LOCK:
+        _FOLDS[key] = folds
+        for stale in [k for k in _FOLDS if k[0] != token]:
+            del _FOLDS[stale]  # a new fit: forget the folds of earlier ones
+        while len(_FOLDS) > MAX_CACHED_SPLITS:
+            _FOLDS.popitem(last=False)
+    return folds
+
 
 def _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller):
     args = (X_train,) if y_train is None else (X_train, y_train)

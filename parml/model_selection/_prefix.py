@@ -19,7 +19,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from .. import _compat
-from ._fit_and_score import FitRecord, error_scores, scored_record
+from ._fit_and_score import FitRecord, error_scores, scored_record, split_data
 
 
 def prefix_groups(estimator, candidate_params, fit_params, n_workers):
@@ -83,8 +83,7 @@ def fit_and_score_group(estimator, data, split_idx, candidates, *, scorer,
     score_params = score_params or {}
     first = clone(estimator).set_params(**clone(candidates[0][1], safe=False))
     start = time.time()
-    X_train, y_train = _compat.safe_split(first, X, y, train)
-    X_test, y_test = _compat.safe_split(first, X, y, test, train)
+    X_train, y_train, X_test, y_test = split_data(first, data, split_idx)
     train_part = (X_train, y_train, _compat.check_method_params(X, score_params, train))
     test_part = (X_test, y_test, _compat.check_method_params(X, score_params, test))
     prefix_error = None

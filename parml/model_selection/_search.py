@@ -3,6 +3,7 @@
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from functools import partial
 from numbers import Integral, Real
@@ -29,7 +30,7 @@ from ._checks import (
     check_refit_for_multimetric,
 )
 from ._fingerprint import fit_fingerprint, split_hashes, task_key
-from ._fit_and_score import fit_and_score, fit_records, on_lost_handler
+from ._fit_and_score import fit_and_score, fit_records, forget_folds, on_lost_handler
 from ._prefix import fit_and_score_group, lost_group_records, prefix_groups
 from ._results import fill_error_scores, format_cv_results, warn_or_raise_about_fit_failures
 
@@ -155,17 +156,18 @@ class ParallelSearchMixin:
                 ),
                 cache_key=cache_key(parameters, split_idx),
             )
-            for cand_idx, parameters in enumerate(plan.candidate_params)
+            # split by split: a worker reuses one split's fold data for many fits
             for split_idx in range(n_splits)
+            for cand_idx, parameters in enumerate(plan.candidate_params)
         ]
 
     def _plan_group_tasks(self, plan, data, groups):
         """One task per (group of candidates sharing a pipeline prefix, split)."""
         cache_key = self._cache_keys(plan)
         tasks = []
-        for group_idx, group in enumerate(groups):
-            candidates = [(idx, plan.candidate_params[idx]) for idx in group]
-            for split_idx in range(len(plan.splits)):
+        for split_idx in range(len(plan.splits)):
+            for group_idx, group in enumerate(groups):
+                candidates = [(idx, plan.candidate_params[idx]) for idx in group]
                 on_lost = None
                 if self.error_score != "raise":
                     on_lost = partial(lost_group_records, candidate_idxs=group,
@@ -232,8 +234,12 @@ class ParallelSearchMixin:
             timeout=self.timeout,
         ) as scheduler:
             data = scheduler.share({"X": plan.X, "y": plan.y, "splits": plan.splits})
+            data["token"] = uuid.uuid4().hex  # names this fit's fold data in workers
             tasks = self._plan_tasks(plan, data, search_ctx, scheduler.engine.n_workers)
-            task_records = [self._log_task(r, plan) for r in scheduler.run(tasks)]
+            try:
+                task_records = [self._log_task(r, plan) for r in scheduler.run(tasks)]
+            finally:
+                forget_folds()  # fits that ran in this process (n_jobs=1, threads)
         self.trace_ = trace_events(task_records, plan.candidate_params)
         records = [fit for record in task_records for fit in fit_records(record)]
         if search_ctx is not None:
