@@ -223,28 +223,30 @@ def split_data(estimator, data, split_idx):
     train, test = data["splits"][split_idx]
     token = data.get("token")
     key = (token, split_idx, get_tags(estimator).input_tags.pairwise)
-    if token is not None:
-        with _FOLDS_LOCK:
-            _note_use()
-            if key in _FOLDS:
-                _FOLDS.move_to_end(key)
-                return _FOLDS[key]
-    folds = (
-        *_compat.safe_split(estimator, X, y, train),
-        *_compat.safe_split(estimator, X, y, test, train),
-    )
     if token is None:
-        return folds
-    for array in folds:
-        if isinstance(array, np.ndarray):
-            array.setflags(write=False)
-    with _FOLDS_LOCK:
+        return _make_folds(estimator, X, y, train, test)
+    with _FOLDS_LOCK:  # held while making folds: threads of a worker make each once
+        _note_use()
+        if key in _FOLDS:
+            _FOLDS.move_to_end(key)
+            return _FOLDS[key]
+        folds = _make_folds(estimator, X, y, train, test)
+        for array in folds:
+            if isinstance(array, np.ndarray):
+                array.setflags(write=False)
         _FOLDS[key] = folds
         for stale in [k for k in _FOLDS if k[0] != token]:
             del _FOLDS[stale]  # a new fit: forget the folds of earlier ones
         while len(_FOLDS) > MAX_CACHED_SPLITS:
             _FOLDS.popitem(last=False)
-    return folds
+        return folds
+
+
+def _make_folds(estimator, X, y, train, test):
+    return (
+        *_compat.safe_split(estimator, X, y, train),
+        *_compat.safe_split(estimator, X, y, test, train),
+    )
 
 
 def _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller):
