@@ -1,0 +1,48 @@
+"""Shared pieces of the benchmarks: alternate the contenders, report medians and ratios."""
+
+import os
+import platform
+import statistics
+import time
+from datetime import date
+
+import joblib
+import numpy as np
+import sklearn
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def compare(contenders, repeats):
+    """Run each contender ``repeats`` times, interleaved; return medians (s).
+
+    ``contenders`` maps a name to a zero-argument callable. Every contender
+    runs once before timing (worker pools started, caches warm).
+    """
+    for fn in contenders.values():
+        fn()
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            times[name].append(timed(fn)[1])
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def environment():
+    from parml import __version__
+
+    return (
+        f"{date.today().isoformat()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, parml {__version__}, scikit-learn "
+        f"{sklearn.__version__}, joblib {joblib.__version__}, numpy {np.__version__}"
+    )
+
+
+def table(rows, header):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

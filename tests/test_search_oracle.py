@@ -1,0 +1,236 @@
+"""ParallelGridSearchCV / ParallelRandomizedSearchCV against scikit-learn, the oracle.
+
+Same cv_results_ (keys, dtypes, masks, values; times excepted), same best_*,
+same predictions, on every local engine.
+"""
+
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+from scipy.stats import loguniform, randint
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.datasets import load_diabetes, load_digits, load_iris, make_classification
+from sklearn.exceptions import FitFailedWarning
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import GridSearchCV, GroupKFold, RandomizedSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+
+from parml import ParallelGridSearchCV, ParallelRandomizedSearchCV
+
+ENGINES = [dict(n_jobs=1), dict(n_jobs=2, backend="loky"), dict(n_jobs=2, backend="threading")]
+engines = pytest.mark.parametrize("engine", ENGINES, ids=["n_jobs=1", "loky", "threading"])
+
+digits_X, digits_y = load_digits(return_X_y=True)
+digits_X, digits_y = digits_X[:600], digits_y[:600]
+SEED_GRID = {"C": [1, 10, 100], "gamma": [1e-3, 1e-4, 1e-5]}
+
+
+def assert_same_search(ours, theirs, X=None):
+    """Everything but times equal; predictions of the refitted model equal."""
+    assert set(ours.cv_results_) == set(theirs.cv_results_)
+    for key, expected in theirs.cv_results_.items():
+        got = ours.cv_results_[key]
+        if key == "params":
+            assert got == expected
+            continue
+        assert got.dtype == expected.dtype, key
+        assert got.shape == expected.shape, key
+        if "time" in key:
+            continue
+        if isinstance(expected, np.ma.MaskedArray):
+            np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(expected))
+            assert list(got.compressed()) == list(expected.compressed()), key
+        else:
+            np.testing.assert_array_equal(got, expected, err_msg=key)
+    for attr in ("best_index_", "best_params_", "best_score_", "n_splits_", "multimetric_"):
+        if hasattr(theirs, attr):
+            assert getattr(ours, attr) == getattr(theirs, attr), attr
+        else:
+            assert not hasattr(ours, attr), attr
+    assert hasattr(ours, "best_estimator_") == hasattr(theirs, "best_estimator_")
+    assert hasattr(ours, "refit_time_") == hasattr(theirs, "refit_time_")
+    if hasattr(theirs, "best_estimator_") and X is not None:
+        np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def both(grid_args, kw, X, y, fit_kw=None, parml_cls=ParallelGridSearchCV, sk_cls=GridSearchCV,
+         engine=None):
+    fit_kw = fit_kw or {}
+    ours = parml_cls(*grid_args, **kw, **(engine or {})).fit(X, y, **fit_kw)
+    theirs = sk_cls(*grid_args, **kw).fit(X, y, **fit_kw)
+    return ours, theirs
+
+
+@engines
+def test_seed_grid_classifier(engine):
+    ours, theirs = both((SVC(), SEED_GRID), dict(cv=3), digits_X, digits_y, engine=engine)
+    assert_same_search(ours, theirs, digits_X)
+    np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    np.testing.assert_array_equal(ours.decision_function(digits_X[:20]),
+                                  theirs.decision_function(digits_X[:20]))
+    assert ours.score(digits_X, digits_y) == theirs.score(digits_X, digits_y)
+    assert ours.n_features_in_ == 64
+
+
+@engines
+def test_regressor(engine):
+    X, y = load_diabetes(return_X_y=True)
+    ours, theirs = both((Ridge(), {"alpha": [0.01, 0.1, 1.0, 10.0]}),
+                        dict(cv=4, return_train_score=True), X, y, engine=engine)
+    assert_same_search(ours, theirs, X)
+
+
+@engines
+def test_pipeline_and_grid_of_dicts_with_masks(engine):
+    X, y = load_iris(return_X_y=True)
+    pipe = Pipeline([("scale", StandardScaler()), ("svc", SVC())])
+    grid = [{"svc__kernel": ["rbf"], "svc__gamma": [0.1, 1.0], "svc__C": [1, 10]},
+            {"svc__kernel": ["linear"], "svc__C": [1, 10]}]
+    ours, theirs = both((pipe, grid), dict(cv=3), X, y, engine=engine)
+    assert_same_search(ours, theirs, X)
+    assert ours.cv_results_["param_svc__gamma"].mask.tolist() == [False] * 4 + [True] * 2
+
+
+@engines
+@pytest.mark.parametrize("scoring", [["accuracy", "f1_macro"],
+                                     {"acc": "accuracy", "bal": "balanced_accuracy"}])
+def test_multimetric_refit_string(engine, scoring):
+    X, y = load_iris(return_X_y=True)
+    refit = "accuracy" if isinstance(scoring, list) else "bal"
+    ours, theirs = both((LogisticRegression(max_iter=500), {"C": [0.01, 0.1, 1.0]}),
+                        dict(cv=3, scoring=scoring, refit=refit, return_train_score=True),
+                        X, y, engine=engine)
+    assert_same_search(ours, theirs, X)
+    assert set(ours.scorer_) == set(theirs.scorer_)
+
+
+def lowest_c_within_one_std(cv_results):
+    """refit callable: the simplest model within one std of the best accuracy."""
+    means = cv_results["mean_test_accuracy"]
+    best = means.argmax()
+    ok = np.flatnonzero(means >= means[best] - cv_results["std_test_accuracy"][best])
+    return int(ok[np.argmin(np.asarray(cv_results["param_C"])[ok])])
+
+
+@engines
+def test_multimetric_refit_callable_and_false(engine):
+    X, y = load_iris(return_X_y=True)
+    args = (LogisticRegression(max_iter=500), {"C": [0.01, 0.1, 1.0, 10.0]})
+    kw = dict(cv=3, scoring=["accuracy", "f1_macro"])
+    ours, theirs = both(args, dict(kw, refit=lowest_c_within_one_std), X, y, engine=engine)
+    assert_same_search(ours, theirs, X)
+    assert not hasattr(ours, "best_score_")
+    ours, theirs = both(args, dict(kw, refit=False), X, y, engine=engine)
+    assert_same_search(ours, theirs)
+    assert not hasattr(ours, "best_estimator_")
+
+
+@engines
+def test_groups_and_sample_weight(engine):
+    X, y = make_classification(n_samples=150, random_state=0)
+    groups = np.arange(150) % 6
+    weight = np.linspace(0.2, 3.0, 150)
+    ours, theirs = both((LogisticRegression(), {"C": [0.01, 1.0]}), dict(cv=GroupKFold(3)),
+                        X, y, fit_kw=dict(groups=groups, sample_weight=weight), engine=engine)
+    assert_same_search(ours, theirs, X)
+    unweighted = GridSearchCV(LogisticRegression(), {"C": [0.01, 1.0]}, cv=GroupKFold(3)).fit(
+        X, y, groups=groups)
+    assert not np.array_equal(ours.cv_results_["split0_test_score"],
+                              unweighted.cv_results_["split0_test_score"])
+
+
+class FailingClassifier(ClassifierMixin, BaseEstimator):
+    """A decision tree that raises in fit when ``depth == 0``."""
+
+    def __init__(self, depth=1):
+        self.depth = depth
+
+    def fit(self, X, y):
+        if self.depth == 0:
+            raise ValueError("depth 0 cannot be fitted")
+        self.tree_ = DecisionTreeClassifier(max_depth=self.depth, random_state=0).fit(X, y)
+        self.classes_ = self.tree_.classes_
+        return self
+
+    def predict(self, X):
+        return self.tree_.predict(X)
+
+
+@engines
+@pytest.mark.parametrize("error_score", [np.nan, 0.0])
+def test_error_score_numeric(engine, error_score):
+    X, y = load_iris(return_X_y=True)
+    grid = {"depth": [0, 1, 2]}
+    with pytest.warns(FitFailedWarning, match="3 fits failed out of a total of 9") as record:
+        ours = ParallelGridSearchCV(FailingClassifier(), grid, cv=3, error_score=error_score,
+                                    **engine).fit(X, y)
+    assert sum(issubclass(w.category, FitFailedWarning) for w in record) == 1
+    assert "depth 0 cannot be fitted" in str(record[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = GridSearchCV(FailingClassifier(), grid, cv=3, error_score=error_score).fit(X, y)
+    assert_same_search(ours, theirs, X)
+
+
+@engines
+def test_error_score_raise_and_all_failing(engine):
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match="depth 0 cannot be fitted"):
+        ParallelGridSearchCV(FailingClassifier(), {"depth": [1, 0]}, cv=3,
+                             error_score="raise", **engine).fit(X, y)
+    with pytest.raises(ValueError, match="All the 6 fits failed"):
+        ParallelGridSearchCV(FailingClassifier(), {"depth": [0, 0]}, cv=3, **engine).fit(X, y)
+
+
+@engines
+def test_pandas_input(engine):
+    pd = pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    ours, theirs = both((LogisticRegression(max_iter=500), {"C": [0.1, 1.0]}), dict(cv=3),
+                        X, y, engine=engine)
+    assert_same_search(ours, theirs, X)
+    assert list(ours.feature_names_in_) == list(X.columns)
+    assert isinstance(X, pd.DataFrame)
+
+
+@engines
+def test_randomized_search_same_candidates(engine):
+    X, y = load_iris(return_X_y=True)
+    dists = {"C": loguniform(1e-3, 1e2), "max_iter": randint(200, 400)}
+    kw = dict(n_iter=6, cv=3, random_state=0)
+    ours, theirs = both((LogisticRegression(), dists), kw, X, y, engine=engine,
+                        parml_cls=ParallelRandomizedSearchCV, sk_cls=RandomizedSearchCV)
+    assert_same_search(ours, theirs, X)
+
+
+def test_metadata_routing():
+    import sklearn
+
+    X, y = make_classification(n_samples=120, random_state=0)
+    weight = np.linspace(0.5, 2.0, 120)
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = (LogisticRegression().set_fit_request(sample_weight=True)
+               .set_score_request(sample_weight=True))
+        ours, theirs = both((est, {"C": [0.1, 1.0]}), dict(cv=3), X, y,
+                            fit_kw=dict(sample_weight=weight), engine=dict(n_jobs=2))
+    assert_same_search(ours, theirs, X)
+
+
+def test_clone_params_and_pickle(tmp_path):
+    search = ParallelGridSearchCV(SVC(), SEED_GRID, cv=3, n_jobs=2, backend="loky",
+                                  progress=False)
+    params = search.get_params()
+    assert params["backend"] == "loky" and params["n_jobs"] == 2 and params["cv"] == 3
+    copy = clone(search)
+    assert copy.get_params()["param_grid"] == SEED_GRID
+    assert isinstance(search, GridSearchCV)
+    search.set_params(n_jobs=1).fit(digits_X, digits_y)
+    path = tmp_path / "search.joblib"
+    joblib.dump(search, path)
+    loaded = joblib.load(path)
+    np.testing.assert_array_equal(loaded.predict(digits_X), search.predict(digits_X))
