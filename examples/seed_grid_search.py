@@ -61,7 +61,7 @@ def main():
         print(f"{name:30}{str(search.best_params_):>32}{search.best_score_:>15.4f}"
               f"{seconds:>10.2f}s")
     print(f"\nparml / sklearn wall time: {ours_time / theirs_time:.2f}"
-          " (one run; benchmarks/bench_seed_grid.py reports medians)")
+          " (one run; benchmarks/bench_model_selection.py reports medians)")
     print("cv_results_ test scores identical to scikit-learn's:", same_scores(ours, theirs))
 
 
