@@ -150,5 +150,7 @@ def test_fits_of_a_split_share_one_read_only_fold(engine):
     for split in range(3):
         addresses = set(search.cv_results_[f"split{split}_test_score"])
         assert -1.0 not in addresses, "fold arrays must be read-only"
-        assert len(addresses) == 1, "every fit of a split reads the same fold array"
+        # one process: one fold array per split (a split dropped from the small
+        # cache while a lagging thread still fits it is made again: never per fit)
+        assert len(addresses) <= engine["n_jobs"], "fits of a split share fold arrays"
     assert not _fit_and_score._FOLDS, "fold data is dropped when the fit ends"

@@ -180,7 +180,7 @@ def scored_record(estimator, candidate_idx, split_idx, fit_time, fit_error, trai
 _FOLDS = OrderedDict()
 _FOLDS_LOCK = threading.Lock()
 #: How many splits' fold data a worker keeps (tasks are dispatched split by split).
-MAX_CACHED_SPLITS = 2
+MAX_CACHED_SPLITS = 3
 #: Seconds without a fit after which a worker drops its fold data.
 FOLD_IDLE_SECONDS = 2.0
 _LAST_USE = [0.0]
