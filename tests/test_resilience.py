@@ -57,8 +57,9 @@ def test_grown_grid_fits_only_new_candidates(tmp_path):
     assert_same_scores(ours, GridSearchCV(CountingClassifier(), grown, cv=3, refit=False).fit(X, y))
 
 
-@pytest.mark.parametrize("change", ["data", "params", "scorer", "estimator"])
-def test_changed_inputs_invalidate_the_store(tmp_path, change):
+@pytest.mark.parametrize("change", ["data", "params", "scorer", "estimator", "groups",
+                                    "sklearn version"])
+def test_changed_inputs_invalidate_the_store(tmp_path, change, monkeypatch):
     log = tmp_path / "log"
     log.mkdir()
     store = str(tmp_path / "s")
@@ -73,7 +74,14 @@ def test_changed_inputs_invalidate_the_store(tmp_path, change):
         kw = {"scoring": "accuracy"}
     elif change == "estimator":
         est = OtherCountingClassifier(log_dir=str(log))
-    search(est, memory=store, refit=False, backend="threading", **kw).fit(X2, y)
+    elif change == "sklearn version":
+        import sklearn
+
+        monkeypatch.setattr(sklearn, "__version__", sklearn.__version__ + ".post1")
+    fit_kw = {}
+    if change == "groups":  # same splits (KFold ignores groups), other groups
+        fit_kw = {"groups": np.arange(len(y)) % 3}
+    search(est, memory=store, refit=False, backend="threading", **kw).fit(X2, y, **fit_kw)
     assert count_fits(log) == 24, f"a change of {change} must refit everything"
 
 
