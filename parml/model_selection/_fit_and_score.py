@@ -179,8 +179,14 @@ def scored_record(estimator, candidate_idx, split_idx, fit_time, fit_error, trai
 #: Fold data kept per worker process: the splits used last, most recent last.
 _FOLDS = OrderedDict()
 _FOLDS_LOCK = threading.Lock()
-#: How many splits' fold data a worker keeps (tasks are dispatched split by split).
-MAX_CACHED_SPLITS = 3
+#: How many splits' fold data a worker keeps. Tasks are dispatched split by
+#: split, so one is enough; a worker drops it before making the next split's,
+#: so it never holds two.
+MAX_CACHED_SPLITS = 1
+#: Folds larger than this are not kept: each fit gets its own writable copy, as
+#: in scikit-learn. (Shared folds must be read-only, and estimators that need
+#: writable input then copy them again, which costs more memory than it saves.)
+MAX_CACHED_FOLD_BYTES = 16 * 2**20
 #: Seconds without a fit after which a worker drops its fold data.
 FOLD_IDLE_SECONDS = 2.0
 _LAST_USE = [0.0]
@@ -211,13 +217,14 @@ def _note_use():
 
 
 def split_data(estimator, data, split_idx):
-    """``X_train, y_train, X_test, y_test`` of one split, made once per worker.
+    """``X_train, y_train, X_test, y_test`` of one split.
 
-    Every fit of a split on the same worker (process or thread) reads the same
-    fold arrays instead of indexing X again: peak memory does not grow with
-    the number of candidates. Shared arrays are read-only; estimators that
-    write into their input copy it first (scikit-learn's own do).
-    Data without a ``"token"`` (one-off use) is split directly.
+    Small folds (up to ``MAX_CACHED_FOLD_BYTES``) are made once per worker and
+    shared, read-only, by every fit of the split on it (process or thread),
+    which saves indexing X again for each of many small fits; estimators that
+    write into their input copy it first (scikit-learn's own do). Larger folds
+    are made per fit, writable, as scikit-learn does. Data without a
+    ``"token"`` (one-off use) is split directly.
     """
     X, y = data["X"], data["y"]
     train, test = data["splits"][split_idx]
@@ -230,15 +237,17 @@ def split_data(estimator, data, split_idx):
         if key in _FOLDS:
             _FOLDS.move_to_end(key)
             return _FOLDS[key]
+        for stale in [k for k in _FOLDS if k[0] != token]:
+            del _FOLDS[stale]  # a new fit: forget the folds of earlier ones
+        while len(_FOLDS) >= MAX_CACHED_SPLITS:
+            _FOLDS.popitem(last=False)  # before making the next: never two at once
         folds = _make_folds(estimator, X, y, train, test)
+        if sum(getattr(part, "nbytes", 0) for part in folds) > MAX_CACHED_FOLD_BYTES:
+            return folds
         for array in folds:
             if isinstance(array, np.ndarray):
                 array.setflags(write=False)
         _FOLDS[key] = folds
-        for stale in [k for k in _FOLDS if k[0] != token]:
-            del _FOLDS[stale]  # a new fit: forget the folds of earlier ones
-        while len(_FOLDS) > MAX_CACHED_SPLITS:
-            _FOLDS.popitem(last=False)
         return folds
 
 
