@@ -105,6 +105,9 @@ def main():
         table(rows, ["grid", "repeats", "parml (s)", "sklearn (s)",
                      "parml / sklearn", "parml / ideal"]),
         "",
+        "Memory of a large-data grid (process tree, PSS): "
+        "[benchmarks-memory.md](benchmarks-memory.md).",
+        "",
     ])
     with open(args.out, "w") as file:
         file.write(text)

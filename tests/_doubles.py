@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.tree import DecisionTreeClassifier
 
 
 class CountingClassifier(ClassifierMixin, BaseEstimator):
@@ -82,3 +83,20 @@ class CountingScaler(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         return (np.asarray(X) - self.mean_) * self.factor
+
+
+class FailingClassifier(ClassifierMixin, BaseEstimator):
+    """A decision tree that raises in fit when ``depth == 0``."""
+
+    def __init__(self, depth=1):
+        self.depth = depth
+
+    def fit(self, X, y):
+        if self.depth == 0:
+            raise ValueError("depth 0 cannot be fitted")
+        self.tree_ = DecisionTreeClassifier(max_depth=self.depth, random_state=0).fit(X, y)
+        self.classes_ = self.tree_.classes_
+        return self
+
+    def predict(self, X):
+        return self.tree_.predict(X)

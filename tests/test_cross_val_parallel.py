@@ -9,7 +9,7 @@ from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_validate
 
 from parml import cross_val_parallel
-from test_search_oracle import FailingClassifier
+from _doubles import FailingClassifier
 
 ENGINES = [dict(n_jobs=1), dict(n_jobs=2, backend="loky"), dict(n_jobs=2, backend="threading")]
 engines = pytest.mark.parametrize("engine", ENGINES, ids=["n_jobs=1", "loky", "threading"])

@@ -12,24 +12,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from _doubles import CountingScaler, count_fits
+from _oracle import assert_same_search
 from parml import ParallelGridSearchCV
 from parml.model_selection._prefix import prefix_groups
 
 X, y = make_classification(n_samples=300, n_features=20, random_state=0)
 ENGINES = [dict(n_jobs=1), dict(n_jobs=2, backend="loky"), dict(n_jobs=2, backend="threading")]
-
-
-def assert_same(ours, theirs):
-    assert set(ours.cv_results_) == set(theirs.cv_results_)
-    for key, value in theirs.cv_results_.items():
-        if "time" in key:
-            continue
-        if key == "params":
-            assert ours.cv_results_[key] == value
-        else:
-            assert ours.cv_results_[key].dtype == value.dtype, key
-            np.testing.assert_array_equal(ours.cv_results_[key], value, err_msg=key)
-    assert ours.best_params_ == theirs.best_params_
 
 
 def pipe(log_dir=None):
@@ -69,7 +57,7 @@ def test_prefix_fitted_once_per_split_and_results_identical(engine, tmp_path):
     ours = ParallelGridSearchCV(pipe(str(ours_log)), GRID, cv=3, return_train_score=True,
                                 **engine).fit(X, y)
     theirs = GridSearchCV(pipe(str(theirs_log)), GRID, cv=3, return_train_score=True).fit(X, y)
-    assert_same(ours, theirs)
+    assert_same_search(ours, theirs)
     assert count_fits(theirs_log) == 12 * 3 + 1
     # 3 prefixes x 3 splits (+ refit); with 2 workers a group may be split in two
     assert count_fits(ours_log) <= 3 * 3 + 1 + (3 if engine["n_jobs"] > 1 else 0)
@@ -83,7 +71,7 @@ def test_nested_pipeline_and_multimetric():
     grid = {"prep__pca__n_components": [3, 6], "svc__C": [0.1, 1.0, 10.0]}
     kw = dict(cv=3, scoring=["accuracy", "f1"], refit="f1")
     ours = ParallelGridSearchCV(estimator, grid, n_jobs=2, **kw).fit(X, y)
-    assert_same(ours, GridSearchCV(estimator, grid, **kw).fit(X, y))
+    assert_same_search(ours, GridSearchCV(estimator, grid, **kw).fit(X, y))
 
 
 def test_failing_prefix_fails_its_candidates_only(tmp_path):
@@ -93,6 +81,6 @@ def test_failing_prefix_fails_its_candidates_only(tmp_path):
         ours = ParallelGridSearchCV(pipe(), grid, cv=3, n_jobs=2).fit(X, y)
     with pytest.warns(FitFailedWarning):
         theirs = GridSearchCV(pipe(), grid, cv=3).fit(X, y)
-    assert_same(ours, theirs)
+    assert_same_search(ours, theirs)
     with pytest.raises(ValueError, match="this prefix always fails"):
         ParallelGridSearchCV(pipe(), grid, cv=3, error_score="raise").fit(X, y)

@@ -14,20 +14,11 @@ from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import GridSearchCV
 
 from _doubles import CountingClassifier, OtherCountingClassifier, count_fits
+from _oracle import assert_same_search
 from parml import ParallelGridSearchCV, cross_val_parallel
 
 X, y = make_classification(n_samples=120, random_state=0)
 GRID = {"c": [0, 1, 2, 3]}
-
-
-def assert_same_scores(ours, theirs):
-    for key, value in theirs.cv_results_.items():
-        if "time" in key:
-            continue
-        if key == "params":
-            assert ours.cv_results_[key] == value
-        else:
-            np.testing.assert_array_equal(ours.cv_results_[key], value, err_msg=key)
 
 
 def search(est, grid=GRID, **kw):
@@ -41,8 +32,8 @@ def test_rerun_with_memory_fits_nothing_and_equals_sklearn(tmp_path):
     assert count_fits(log) == 12 + 1  # 12 fits and the refit
     again = search(CountingClassifier(log_dir=str(log)), memory=str(tmp_path / "s")).fit(X, y)
     assert count_fits(log) == 13 + 1  # only the refit ran
-    assert_same_scores(again, first)
-    assert_same_scores(again, GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y))
+    assert_same_search(again, first)
+    assert_same_search(again, GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y))
 
 
 def test_grown_grid_fits_only_new_candidates(tmp_path):
@@ -54,7 +45,7 @@ def test_grown_grid_fits_only_new_candidates(tmp_path):
     grown = {"c": [0, 1, 2, 3, 4]}
     ours = search(CountingClassifier(log_dir=str(log)), grown, memory=store, refit=False).fit(X, y)
     assert count_fits(log) == 15
-    assert_same_scores(ours, GridSearchCV(CountingClassifier(), grown, cv=3, refit=False).fit(X, y))
+    assert_same_search(ours, GridSearchCV(CountingClassifier(), grown, cv=3, refit=False).fit(X, y))
 
 
 @pytest.mark.parametrize("change", ["data", "params", "scorer", "estimator", "groups",
@@ -113,7 +104,7 @@ def test_worker_that_dies_once_is_retried_and_search_is_unchanged(tmp_path):
     est = CountingClassifier(crash_on=1, crash_once_marker=str(tmp_path / "crashed"))
     ours = search(est).fit(X, y)
     assert (tmp_path / "crashed").exists()
-    assert_same_scores(ours, GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y))
+    assert_same_search(ours, GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y))
 
 
 def test_dead_worker_with_error_score_raise_raises():
@@ -207,4 +198,4 @@ def test_ctrl_c_stops_promptly_keeps_results_and_resumes(tmp_path):
                                    refit=False).fit(X, y)
     assert count_fits(log) - fits_before == 24 - kept
     reference = GridSearchCV(CountingClassifier(), grid, cv=3, refit=False).fit(X, y)
-    assert_same_scores(resumed, reference)
+    assert_same_search(resumed, reference)

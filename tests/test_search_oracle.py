@@ -10,7 +10,7 @@ import joblib
 import numpy as np
 import pytest
 from scipy.stats import loguniform, randint
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_digits, load_iris, make_classification
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -18,8 +18,9 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, RandomizedSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from sklearn.tree import DecisionTreeClassifier
 
+from _doubles import FailingClassifier
+from _oracle import assert_same_search
 from parml import ParallelGridSearchCV, ParallelRandomizedSearchCV
 
 ENGINES = [dict(n_jobs=1), dict(n_jobs=2, backend="loky"), dict(n_jobs=2, backend="threading")]
@@ -28,34 +29,6 @@ engines = pytest.mark.parametrize("engine", ENGINES, ids=["n_jobs=1", "loky", "t
 digits_X, digits_y = load_digits(return_X_y=True)
 digits_X, digits_y = digits_X[:600], digits_y[:600]
 SEED_GRID = {"C": [1, 10, 100], "gamma": [1e-3, 1e-4, 1e-5]}
-
-
-def assert_same_search(ours, theirs, X=None):
-    """Everything but times equal; predictions of the refitted model equal."""
-    assert set(ours.cv_results_) == set(theirs.cv_results_)
-    for key, expected in theirs.cv_results_.items():
-        got = ours.cv_results_[key]
-        if key == "params":
-            assert got == expected
-            continue
-        assert got.dtype == expected.dtype, key
-        assert got.shape == expected.shape, key
-        if "time" in key:
-            continue
-        if isinstance(expected, np.ma.MaskedArray):
-            np.testing.assert_array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(expected))
-            assert list(got.compressed()) == list(expected.compressed()), key
-        else:
-            np.testing.assert_array_equal(got, expected, err_msg=key)
-    for attr in ("best_index_", "best_params_", "best_score_", "n_splits_", "multimetric_"):
-        if hasattr(theirs, attr):
-            assert getattr(ours, attr) == getattr(theirs, attr), attr
-        else:
-            assert not hasattr(ours, attr), attr
-    assert hasattr(ours, "best_estimator_") == hasattr(theirs, "best_estimator_")
-    assert hasattr(ours, "refit_time_") == hasattr(theirs, "refit_time_")
-    if hasattr(theirs, "best_estimator_") and X is not None:
-        np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
 
 
 def both(grid_args, kw, X, y, fit_kw=None, parml_cls=ParallelGridSearchCV, sk_cls=GridSearchCV,
@@ -142,23 +115,6 @@ def test_groups_and_sample_weight(engine):
         X, y, groups=groups)
     assert not np.array_equal(ours.cv_results_["split0_test_score"],
                               unweighted.cv_results_["split0_test_score"])
-
-
-class FailingClassifier(ClassifierMixin, BaseEstimator):
-    """A decision tree that raises in fit when ``depth == 0``."""
-
-    def __init__(self, depth=1):
-        self.depth = depth
-
-    def fit(self, X, y):
-        if self.depth == 0:
-            raise ValueError("depth 0 cannot be fitted")
-        self.tree_ = DecisionTreeClassifier(max_depth=self.depth, random_state=0).fit(X, y)
-        self.classes_ = self.tree_.classes_
-        return self
-
-    def predict(self, X):
-        return self.tree_.predict(X)
 
 
 @engines
