@@ -1,6 +1,6 @@
 """
 The seed grid search: SVC on the digits, side by side with scikit-learn
-======================================================================
+=======================================================================
 
 The grid search from the talk parml grew from: an RBF support vector
 classifier on the handwritten digits, ``C`` in ``[1, 10, 100]`` by ``gamma``
