@@ -432,7 +432,7 @@ class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
         Class labels (classifiers refitted only).
     n_features_in_ : int
         Number of features seen during fit (when refitted).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit (when refitted on named features).
     trace_ : list of dict
         Where and when each fit ran: one dict per (candidate, split) with the
@@ -576,7 +576,7 @@ class ParallelRandomizedSearchCV(ParallelSearchMixin, RandomizedSearchCV):
         Class labels.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit.
     trace_ : list of dict
         Where and when each fit ran (see :mod:`parml.tracing`).
