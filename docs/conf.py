@@ -1,4 +1,7 @@
-"""Sphinx configuration of parml's documentation (build: ``sphinx-build -W docs docs/_build/html``)."""
+"""Sphinx configuration of parml's documentation.
+
+Build: ``sphinx-build -W docs docs/_build/html``.
+"""
 
 import os
 import sys

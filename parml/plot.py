@@ -30,7 +30,8 @@ def _searched_params(results):
     names = []
     for key in results:
         if key.startswith("param_"):
-            values = {repr(v) for v in np.ma.getdata(results[key])[~np.ma.getmaskarray(results[key])]}
+            column = results[key]
+            values = {repr(v) for v in np.ma.getdata(column)[~np.ma.getmaskarray(column)]}
             if len(values) > 1:
                 names.append(key[len("param_"):])
     return names

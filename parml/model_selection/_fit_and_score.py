@@ -98,7 +98,7 @@ def fit_and_score(
     -------
     record : FitRecord
     """
-    X, y = data["X"], data["y"]
+    X = data["X"]
     train, test = data["splits"][split_idx]
     estimator = clone(estimator)
     if parameters is not None:

@@ -78,7 +78,7 @@ def fit_and_score_group(estimator, data, split_idx, candidates, *, scorer,
     -------
     records : list of FitRecord
     """
-    X, y = data["X"], data["y"]
+    X = data["X"]
     train, test = data["splits"][split_idx]
     score_params = score_params or {}
     first = clone(estimator).set_params(**clone(candidates[0][1], safe=False))
