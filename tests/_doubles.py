@@ -16,12 +16,13 @@ class CountingClassifier(ClassifierMixin, BaseEstimator):
     ``crash_on`` makes the fit of candidate ``c == crash_on`` kill its worker:
     with ``"exit"`` via ``os._exit``, with ``"segfault"`` by reading address 0;
     with ``crash_once_marker`` only the first time. ``sleep_on`` makes that
-    candidate sleep ``delay_on`` seconds. The score is deterministic: it
+    candidate sleep ``delay_on`` seconds; ``raise_on`` makes it raise. The score is deterministic: it
     depends on ``c`` and the test labels only.
     """
 
     def __init__(self, c=0, delay=0.0, log_dir=None, crash_on=None, crash_how="exit",
-                 crash_once_marker=None, sleep_on=None, delay_on=0.0):
+                 crash_once_marker=None, sleep_on=None, delay_on=0.0, raise_on=None):
+        self.raise_on = raise_on
         self.c = c
         self.delay = delay
         self.log_dir = log_dir
@@ -35,6 +36,8 @@ class CountingClassifier(ClassifierMixin, BaseEstimator):
         if self.log_dir is not None:
             with open(os.path.join(self.log_dir, uuid.uuid4().hex), "w") as file:
                 file.write(str(self.c))
+        if self.raise_on is not None and self.c == self.raise_on:
+            raise ValueError(f"c={self.c} cannot be fitted")
         if self.crash_on is not None and self.c == self.crash_on:
             marker = self.crash_once_marker
             if marker is None or not os.path.exists(marker):
@@ -100,3 +103,30 @@ class FailingClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self.tree_.predict(X)
+
+
+_UNPICKLED = []
+
+
+def _rebuild_counting_box(value):
+    _UNPICKLED.append(1)
+    return CountingBox(value)
+
+
+class CountingBox:
+    """A value that counts how often it was unpickled in this process."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __reduce__(self):
+        return _rebuild_counting_box, (self.value,)
+
+
+def unpickled_count():
+    return len(_UNPICKLED)
+
+
+def box_identity(box):
+    """Which object a task got, and how often this process unpickled a box."""
+    return id(box), os.getpid(), unpickled_count()

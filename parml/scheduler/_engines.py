@@ -19,8 +19,9 @@ Every engine is a thin adapter with the same small contract:
     Release what ``share`` made.
 """
 
-from joblib.parallel import BACKENDS
+from joblib.parallel import BACKENDS, get_active_backend
 
+from ._dask import DaskEngine, is_dask_backend
 from ._local import LocalEngine
 
 #: Engines that need an optional extra, with the extra that installs them.
@@ -33,9 +34,32 @@ def valid_backends():
 
 
 def check_backend(backend):
-    """Validate ``backend`` and return it; raise a ValueError listing valid names."""
-    if backend is None or backend in BACKENDS:
+    """Validate ``backend`` and return it; raise a ValueError listing valid names.
+
+    Besides joblib backend names, ``"dask"``, a Dask scheduler address
+    (``"tcp://host:8786"``) and a live ``distributed.Client`` are valid when
+    ``parml[dask]`` is installed.
+    """
+    if is_dask_backend(backend):
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return backend
+    if backend is None or (isinstance(backend, str) and backend in BACKENDS
+                           and backend != "dask"):
         return backend
+    if backend == "ipyparallel":
+        try:
+            import ipyparallel  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            raise ValueError(
+                "backend='ipyparallel': parml has no ipyparallel engine yet. Use "
+                "backend='dask' (a Dask cluster), or backend='loky' on this machine."
+            )
     if isinstance(backend, str) and backend in OPTIONAL_ENGINES:
         extra = OPTIONAL_ENGINES[backend]
         raise ImportError(
@@ -50,5 +74,16 @@ def check_backend(backend):
 
 
 def make_engine(backend=None, n_jobs=None, pre_dispatch="2*n_jobs"):
-    """The engine for ``backend`` (validated with :func:`check_backend`)."""
-    return LocalEngine(check_backend(backend), n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+    """The engine for ``backend`` (validated with :func:`check_backend`).
+
+    ``backend=None`` inside ``joblib.parallel_config("dask")`` is the Dask
+    engine on that configuration's client, as for scikit-learn.
+    """
+    backend = check_backend(backend)
+    if backend is None:
+        active = get_active_backend()[0]
+        if type(active).__name__ == "DaskDistributedBackend":
+            return DaskEngine(active.client, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+    if backend is not None and is_dask_backend(backend):
+        return DaskEngine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+    return LocalEngine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)

@@ -65,10 +65,12 @@ class Scheduler:
         self.store = None if memory is None else ResultStore(memory)
         self.timeout = timeout
         self.n_cached = 0
-        if timeout is not None and getattr(self.engine, "uses_threads", False):
+        if timeout is not None and (self.engine.uses_threads
+                                    or not getattr(self.engine, "supports_timeout", True)):
             raise ValueError(
-                f"timeout={timeout!r} needs worker processes: a thread cannot be "
-                "stopped. Use backend='loky' (or n_jobs=1), or timeout=None."
+                f"timeout={timeout!r} needs local worker processes: a thread (as in "
+                "threading or Dask workers) cannot be stopped. Use backend='loky' "
+                "(or n_jobs=1), or timeout=None."
             )
 
     def __enter__(self):

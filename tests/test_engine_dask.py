@@ -1,0 +1,147 @@
+"""The Dask engine on a real LocalCluster (2 worker processes, loopback), started here."""
+
+import os
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from joblib import parallel_config  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.exceptions import FitFailedWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_validate  # noqa: E402
+from sklearn.svm import SVC  # noqa: E402
+
+from _doubles import CountingBox, CountingClassifier, box_identity, count_fits  # noqa: E402
+from _oracle import assert_same_search  # noqa: E402
+from parml import ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel  # noqa: E402
+from parml.scheduler import Scheduler, Task  # noqa: E402
+
+X, y = load_digits(return_X_y=True)
+X, y = X[:450], y[:450]
+GRID = {"C": [1, 10], "gamma": [1e-3, 1e-4]}
+
+
+def cluster_and_client(**config):
+    import dask
+
+    with dask.config.set(config):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           host="127.0.0.1", dashboard_address=None)
+    return cluster, distributed.Client(cluster)
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster, client = cluster_and_client()
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.mark.parametrize("how", ["client", "dask", "address", "parallel_config"])
+def test_grid_search_equals_sklearn_and_loky(client, how):
+    backend = {"client": client, "dask": "dask", "address": client.scheduler.address,
+               "parallel_config": None}[how]
+    if how == "parallel_config":
+        with parallel_config("dask"):
+            ours = ParallelGridSearchCV(SVC(), GRID, cv=3).fit(X, y)
+    else:
+        ours = ParallelGridSearchCV(SVC(), GRID, cv=3, backend=backend).fit(X, y)
+    assert_same_search(ours, GridSearchCV(SVC(), GRID, cv=3).fit(X, y), X)
+    assert_same_search(ours, ParallelGridSearchCV(SVC(), GRID, cv=3, n_jobs=2).fit(X, y), X)
+    worker_pids = set(client.run(os.getpid).values())
+    assert {t["pid"] for t in ours.trace_} <= worker_pids
+    assert "backend" in ours.get_params() and not hasattr(ours, "client_")
+
+
+def test_randomized_search_and_cross_val(client):
+    from scipy.stats import loguniform
+
+    dists = {"C": loguniform(1, 100), "gamma": loguniform(1e-4, 1e-2)}
+    kw = dict(n_iter=4, cv=3, random_state=0)
+    ours = ParallelRandomizedSearchCV(SVC(), dists, backend=client, **kw).fit(X, y)
+    assert_same_search(ours, RandomizedSearchCV(SVC(), dists, **kw).fit(X, y), X)
+    got = cross_val_parallel(SVC(), X, y, cv=3, backend=client, scoring=["accuracy"])
+    expected = cross_validate(SVC(), X, y, cv=3, scoring=["accuracy"])
+    np.testing.assert_array_equal(got["test_accuracy"], expected["test_accuracy"])
+
+
+def test_shared_data_reaches_each_worker_once(client):
+    before = client.run(lambda: __import__("_doubles").unpickled_count())
+    with Scheduler(backend=client) as scheduler:
+        shared = scheduler.share({"box": CountingBox(np.arange(10))})
+        tasks = [Task(key=i, func=box_identity, kwargs={"box": shared["box"]})
+                 for i in range(20)]
+        seen = [r.value for r in scheduler.run(tasks)]
+    after = client.run(lambda: __import__("_doubles").unpickled_count())
+    by_worker = {}
+    for box_id, pid, _ in seen:
+        by_worker.setdefault(pid, set()).add(box_id)
+    # every task on a worker got the same object, unpickled once per worker
+    assert all(len(ids) == 1 for ids in by_worker.values())
+    received = {address: after[address] - before[address] for address in after}
+    # each worker that ran a task got the data once, whatever its number of tasks
+    assert set(received.values()) <= {0, 1} and sum(received.values()) == len(by_worker)
+
+
+def test_python_errors_are_raised_once_not_retried(client, tmp_path):
+    from _doubles import FailingClassifier
+
+    log = tmp_path / "log"
+    log.mkdir()
+    raising = CountingClassifier(c=1, raise_on=1, log_dir=str(log))
+    with pytest.raises(ValueError, match="c=1 cannot be fitted"):
+        ParallelGridSearchCV(raising, {"c": [1]}, cv=2, backend=client,
+                             error_score="raise").fit(X, y)
+    assert count_fits(log) <= 2, "a failing fit must not be retried"
+    for name in os.listdir(log):
+        os.remove(log / name)
+    failing = FailingClassifier(depth=0)
+    with pytest.raises(ValueError, match="All the 2 fits failed"):
+        ParallelGridSearchCV(failing, {"depth": [0]}, cv=2, backend=client).fit(X, y)
+    counting = CountingClassifier(log_dir=str(log))
+    ParallelGridSearchCV(counting, {"c": [0, 1]}, cv=2, backend=client, refit=False).fit(X, y)
+    assert count_fits(log) == 4, "each fit ran once"
+
+
+def test_timeout_is_refused_on_dask(client):
+    with pytest.raises(ValueError, match="needs local worker processes"):
+        ParallelGridSearchCV(SVC(), GRID, cv=2, backend=client, timeout=5).fit(X, y)
+
+
+def test_killed_worker_is_survived_and_a_fit_that_always_kills_fails(tmp_path):
+    cluster, client = cluster_and_client(**{"distributed.scheduler.allowed-failures": 1})
+    try:
+        grid = {"c": [0, 1, 2, 3]}
+        reference = GridSearchCV(CountingClassifier(), grid, cv=3).fit(X, y)
+        once = CountingClassifier(crash_on=1, crash_once_marker=str(tmp_path / "crashed"))
+        ours = ParallelGridSearchCV(once, grid, cv=3, backend=client).fit(X, y)
+        assert (tmp_path / "crashed").exists()
+        assert_same_search(ours, reference, X)
+        client.wait_for_workers(2, timeout=60)
+        with pytest.warns(FitFailedWarning, match="3 fits failed out of a total of 12") as w:
+            ours = ParallelGridSearchCV(CountingClassifier(crash_on=2), grid, cv=3,
+                                        backend=client).fit(X, y)
+        assert "worker running this fit died" in str(w[0].message)
+        assert np.isnan(ours.cv_results_["mean_test_score"][2])
+        np.testing.assert_array_equal(ours.cv_results_["mean_test_score"][[0, 1, 3]],
+                                      reference.cv_results_["mean_test_score"][[0, 1, 3]])
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_cluster_without_workers_is_a_clear_error(monkeypatch):
+    from parml.scheduler import _dask
+
+    monkeypatch.setattr(_dask, "WORKER_TIMEOUT", 1.0)
+    cluster = distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        with pytest.raises(RuntimeError, match="has no worker after 1 s.*dask worker"):
+            ParallelGridSearchCV(SVC(), GRID, cv=2, backend=client).fit(X, y)
+    finally:
+        client.close()
+        cluster.close()
