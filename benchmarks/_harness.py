@@ -46,3 +46,12 @@ def table(rows, header):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_report(path, intro, rows, header, outro=()):
+    """Write (and print) a markdown report: intro lines, environment, table, outro."""
+    text = "\n".join([*intro, "", f"Environment: {environment()}.", "",
+                      table(rows, header), "", *outro])
+    with open(path, "w") as file:
+        file.write(text)
+    print(text)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from _harness import environment, table
+from _harness import write_report
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "docs", "benchmarks-memory.md")
@@ -118,7 +118,7 @@ def main():
         memory = statistics.median(m for _, m in results[name])
         rows.append([name, f"{seconds:.1f}", f"{seconds / ref_time:.2f}",
                      f"{memory:.1f}x", f"{memory / ref_mem:.2f}"])
-    text = "\n".join([
+    write_report(args.out, [
         "# Benchmark: memory of a large-data grid",
         "",
         f"RidgeClassifier, alpha in 4 values, cv=3, X of {args.rows:,} x 100 float64.",
@@ -126,17 +126,8 @@ def main():
         "time); peak of the summed PSS of the process tree above the baseline,",
         "as a multiple of the size of X; medians of "
         f"{args.repeats} runs, measured by `python benchmarks/bench_memory.py`.",
-        "",
-        f"Environment: {environment()}.",
-        "",
-        table(rows, ["contender", "fit (s)", "time / sklearn n_jobs=2",
-                     "peak above baseline", "memory / sklearn n_jobs=2"]),
-        "",
-    ])
-    with open(args.out, "w") as file:
-        file.write(text)
-    print(text)
-
+    ], rows, ["contender", "fit (s)", "time / sklearn n_jobs=2",
+              "peak above baseline", "memory / sklearn n_jobs=2"])
 
 if __name__ == "__main__":
     main()

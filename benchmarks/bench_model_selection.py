@@ -26,7 +26,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
-from _harness import compare, environment, table
+from _harness import compare, write_report
 from parml import ParallelGridSearchCV
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -91,7 +91,7 @@ def main():
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = run(args.repeats, args.quick)
-    text = "\n".join([
+    write_report(args.out, [
         "# Benchmarks: parml against scikit-learn",
         "",
         "Measured by `python benchmarks/bench_model_selection.py`: both libraries",
@@ -99,20 +99,12 @@ def main():
         "starts the worker pools; medians of the repeats. Seconds are noisy on a",
         "shared machine; the ratio (parml / scikit-learn, lower is better) is the",
         "result. *Ideal* is the serial sum of fit and score times over 2 cores.",
-        "",
-        f"Environment: {environment()}.",
-        "",
-        table(rows, ["grid", "repeats", "parml (s)", "sklearn (s)",
-                     "parml / sklearn", "parml / ideal"]),
-        "",
+    ], rows, ["grid", "repeats", "parml (s)", "sklearn (s)", "parml / sklearn",
+              "parml / ideal"], outro=[
         "Memory of a large-data grid (process tree, PSS): "
         "[benchmarks-memory.md](benchmarks-memory.md).",
         "",
     ])
-    with open(args.out, "w") as file:
-        file.write(text)
-    print(text)
-
 
 if __name__ == "__main__":
     main()
