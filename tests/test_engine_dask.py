@@ -145,3 +145,14 @@ def test_cluster_without_workers_is_a_clear_error(monkeypatch):
     finally:
         client.close()
         cluster.close()
+
+
+def test_task_where_pins_a_task_to_a_worker(client):
+    with Scheduler(backend=client) as scheduler:
+        workers = scheduler.worker_ids()
+        assert workers == sorted(client.scheduler_info()["workers"])
+        tasks = [Task(key=(w, i), func=os.getpid, where=w) for w in workers for i in range(4)]
+        records = list(scheduler.run(tasks))
+    pid_of = client.run(os.getpid)
+    for record in records:
+        assert record.pid == pid_of[record.key[0]]

@@ -100,6 +100,10 @@ class DaskEngine:
         workers = self.client.scheduler_info()["workers"].values()
         return sum(w.get("nthreads", 1) for w in workers) or 1
 
+    def worker_ids(self):
+        """Addresses of the cluster's workers, usable as ``Task.where``."""
+        return sorted(self.client.scheduler_info()["workers"])
+
     def share(self, data):
         """Scatter the values of ``data`` (a dict) to every worker, once.
 
@@ -142,12 +146,16 @@ class DaskEngine:
             return type(value)(self._with_futures(v) for v in value)
         return value
 
-    def _submit(self, func, task, name):
+    def _submit(self, func, task, name, pinned=True):
         # Dask resolves futures inside dicts and lists of a task's arguments,
         # so the kwargs travel as an argument of their own.
         bare = type(task)(key=task.key, func=task.func, cache_key=task.cache_key)
+        # A retried task is not pinned: its worker may be the one that died.
+        where = {} if task.where is None or not pinned else {"workers": [task.where],
+                                               "allow_other_workers": False}
         return self.client.submit(_run_with_shared, func, bare,
-                                  self._with_futures(task.kwargs), pure=False, key=name)
+                                  self._with_futures(task.kwargs), pure=False, key=name,
+                                  **where)
 
     def map_unordered(self, func, tasks):
         """Submit every task; yield ``func(task)`` results as they finish.
@@ -199,7 +207,8 @@ class DaskEngine:
                         continue
                     self._rescatter_lost()  # the shared data may have been killed too
                 resubmits += 1
-                again = self._submit(func, task, f"parml-{run_id}-r{resubmits}")
+                again = self._submit(func, task, f"parml-{run_id}-r{resubmits}",
+                                     pinned=False)
                 pending[again] = task
                 stream.add(again)
         finally:

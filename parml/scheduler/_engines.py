@@ -15,6 +15,9 @@ Every engine is a thin adapter with the same small contract:
     to the workers once per run, tasks carry handles.
 ``map_unordered(func, tasks)``
     Yield ``func(task)`` for each task as it finishes, in any order.
+``worker_ids()``
+    Ids of the workers, for ``Task.where`` (a task that must run on the
+    worker holding its data); local engines have the single id ``"local"``.
 ``close()``
     Release what ``share`` made.
 """

@@ -42,6 +42,10 @@ class LocalEngine:
         self.max_retries = max_retries
         self._store = MemmapStore()
 
+    def worker_ids(self):
+        """One machine: every worker reads the same memory, so there is one id."""
+        return ["local"]
+
     def share(self, data):
         """Make ``data`` (arrays, or dicts/lists/tuples of them) cheap to send.
 

@@ -87,6 +87,10 @@ class Scheduler:
         """
         return self.engine.share(data)
 
+    def worker_ids(self):
+        """Ids of the engine's workers, for :attr:`Task.where`."""
+        return self.engine.worker_ids()
+
     def run(self, tasks):
         """Run ``tasks`` and yield one :class:`TaskRecord` per task as each finishes.
 

@@ -28,6 +28,11 @@ class Task:
     #: Name of the task's entry in a result store: a hash of everything that
     #: changes its result. None: the task is never stored.
     cache_key: Optional[str] = None
+    #: The worker that must run the task (an id from the engine's
+    #: ``worker_ids()``), e.g. the one that holds a data partition the task
+    #: reads. None: any worker. Local engines share one machine's memory and
+    #: ignore it.
+    where: Optional[Hashable] = None
 
 
 class WorkerLostError(RuntimeError):
