@@ -1,9 +1,11 @@
 """parml: parallel model selection for scikit-learn.
 
 Drop-in replacements for scikit-learn's searches and cross-validation that
-run every (candidate, split) fit as a task of one scheduler, on local cores.
+run every (candidate, split) fit as a task of one scheduler, on local cores
+or a cluster, and bagged ensembles whose members are tasks of the same scheduler.
 """
 
+from .ensemble import BaggedForest
 from .model_selection import (
     ParallelGridSearchCV,
     ParallelRandomizedSearchCV,
@@ -13,6 +15,7 @@ from .model_selection import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BaggedForest",
     "ParallelGridSearchCV",
     "ParallelRandomizedSearchCV",
     "__version__",

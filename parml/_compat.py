@@ -20,20 +20,23 @@ from sklearn.model_selection._validation import (
 from sklearn.utils._param_validation import (
     HasMethods,
     Interval,
+    RealNotInt,
     StrOptions,
     validate_params,
 )
 from sklearn.utils.metaestimators import _safe_split
-from sklearn.utils.validation import _check_method_params, _num_samples
+from sklearn.utils.validation import _check_method_params, _check_sample_weight, _num_samples
 
 __all__ = [
     "HasMethods",
     "Interval",
+    "RealNotInt",
     "StrOptions",
     "aggregate_score_dicts",
     "has_callbacks",
     "init_callback_context",
     "check_method_params",
+    "check_sample_weight",
     "fit_context",
     "insert_error_scores",
     "is_multimetric_scorer",
@@ -50,6 +53,7 @@ __all__ = [
 fit_context = _fit_context
 safe_split = _safe_split
 check_method_params = _check_method_params
+check_sample_weight = _check_sample_weight
 num_samples = _num_samples
 score = _score
 aggregate_score_dicts = _aggregate_score_dicts

@@ -112,3 +112,16 @@ def test_callback_hooks_present_when_sklearn_has_callbacks():
     assert _compat.has_callbacks(search)
     ctx = _compat.init_callback_context(search, max_subtasks=1)
     assert hasattr(ctx, "subcontext") and hasattr(ctx, "call_on_fit_task_begin")
+
+
+def test_check_sample_weight_validates_and_defaults_to_ones():
+    X = np.zeros((3, 2))
+    np.testing.assert_array_equal(_compat.check_sample_weight(None, X), np.ones(3))
+    np.testing.assert_array_equal(_compat.check_sample_weight([1, 2, 3], X), [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="sample_weight"):
+        _compat.check_sample_weight([1, 2], X)
+
+
+def test_real_not_int_interval_rejects_ints():
+    interval = _compat.Interval(_compat.RealNotInt, 0, 1, closed="right")
+    assert interval.is_satisfied_by(0.5) and not interval.is_satisfied_by(1)

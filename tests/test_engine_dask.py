@@ -156,3 +156,40 @@ def test_task_where_pins_a_task_to_a_worker(client):
     pid_of = client.run(os.getpid)
     for record in records:
         assert record.pid == pid_of[record.key[0]]
+
+
+def test_bagged_forest_is_the_same_forest_on_dask(client):
+    from parml import BaggedForest
+
+    local = BaggedForest(n_estimators=12, random_state=0, oob_score=True).fit(X, y)
+    remote = BaggedForest(n_estimators=12, random_state=0, oob_score=True,
+                          backend=client).fit(X, y)
+    np.testing.assert_array_equal(remote.predict_proba(X), local.predict_proba(X))
+    assert remote.oob_score_ == local.oob_score_
+    assert {e["pid"] for e in remote.trace_} <= set(client.run(os.getpid).values())
+
+
+def test_bagged_forest_fits_each_member_where_its_partition_lives(client):
+    import dask.array as da
+
+    from parml import BaggedForest
+
+    # 6 row partitions, persisted on the workers before the fit; the
+    # scheduler says who holds each.
+    X_parts, y_parts = client.persist([da.from_array(X, chunks=(75, 64)),
+                                       da.from_array(y, chunks=75)])
+    distributed.wait([X_parts, y_parts])
+    keys = [k[0] for k in X_parts.__dask_keys__()]
+    who_has = client.who_has([f for f in distributed.futures_of(X_parts)])
+    holders = [list(who_has[k])[0] for k in keys]
+    assert len(set(holders)) == 2  # the partitions are spread over both workers
+    forest = BaggedForest(n_estimators=12, random_state=0, backend=client)
+    forest.fit_partitions(X_parts, y_parts)
+    pid_of = client.run(os.getpid)
+    for event in forest.trace_:
+        assert event["pid"] == pid_of[holders[event["partition"]]]
+    np.testing.assert_array_equal(forest.estimators_partitions_, np.arange(12) % 6)
+    assert forest.score(X, y) > 0.8  # 12 trees, each on 75 samples
+    local = BaggedForest(n_estimators=12, random_state=0).fit_partitions(
+        [(X[i:i + 75], y[i:i + 75]) for i in range(0, 450, 75)])
+    np.testing.assert_array_equal(forest.predict_proba(X), local.predict_proba(X))

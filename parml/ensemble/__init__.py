@@ -1,0 +1,5 @@
+"""Ensembles whose members are fitted as scheduler tasks."""
+
+from ._forest import BaggedForest
+
+__all__ = ["BaggedForest"]

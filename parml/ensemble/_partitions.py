@@ -1,0 +1,142 @@
+"""Data that arrives already split into partitions: a list of shards or a dask collection.
+
+A partitioned fit never gathers the data: each member is fitted on one
+partition, where that partition lives (this machine's memory for a list of
+shards; the worker holding the chunk for a dask array or dataframe).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import numpy as np
+from sklearn.utils import check_array
+from sklearn.utils.multiclass import check_classification_targets
+
+from .._optional import import_optional
+
+
+def is_dask_collection(obj):
+    """Whether ``obj`` is a dask array, dataframe or series (without importing dask)."""
+    return (type(obj).__module__ or "").startswith("dask") and hasattr(obj, "__dask_graph__")
+
+
+@dataclass
+class Partitions:
+    """Partitions of ``(X, y[, sample_weight])``, as handles tasks can carry."""
+
+    X: List[Any]
+    y: List[Any]
+    sample_weight: Optional[List[Any]]
+    n_samples: List[int]
+    n_features: int
+    #: The worker holding each partition (dask), or None (this machine).
+    where: Optional[List[str]] = None
+    classes: Optional[np.ndarray] = None
+    #: Futures of a persisted dask collection, held for the length of the fit.
+    keep: list = field(default_factory=list)
+
+    def __len__(self):
+        return len(self.X)
+
+
+def _as_shard(index, shard, accept_sparse):
+    if not isinstance(shard, (tuple, list)) or len(shard) not in (2, 3):
+        raise ValueError(
+            f"Partition {index} must be a tuple (X, y) or (X, y, sample_weight); got "
+            f"{type(shard).__name__}. Pass partitions as [(X0, y0), (X1, y1), ...]."
+        )
+    X = check_array(shard[0], accept_sparse=accept_sparse, ensure_all_finite=False,
+                    dtype=None)
+    y = np.asarray(shard[1])
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if len(y) != X.shape[0]:
+        raise ValueError(
+            f"Partition {index} has {X.shape[0]} rows in X but {len(y)} labels in y; "
+            "each partition's X and y must have the same number of rows."
+        )
+    weight = None
+    if len(shard) == 3 and shard[2] is not None:
+        weight = np.asarray(shard[2], dtype=np.float64)
+        if weight.shape != (X.shape[0],):
+            raise ValueError(
+                f"Partition {index} has sample_weight of shape {weight.shape}; "
+                f"expected ({X.shape[0]},), one weight per row of its X."
+            )
+    return X, y, weight
+
+
+def from_shards(shards, *, is_classifier, accept_sparse=("csr", "csc")):
+    """Validate a list of ``(X, y[, sample_weight])`` shards held in this process."""
+    if not isinstance(shards, (list, tuple)) or len(shards) == 0:
+        raise ValueError(
+            "partitions must be a non-empty list of (X, y) tuples, e.g. "
+            "[(X0, y0), (X1, y1)], or a dask array with a dask y."
+        )
+    X_parts, y_parts, weights = [], [], []
+    for index, shard in enumerate(shards):
+        X, y, weight = _as_shard(index, shard, list(accept_sparse))
+        if X_parts and X.shape[1] != X_parts[0].shape[1]:
+            raise ValueError(
+                f"Partition {index} has {X.shape[1]} features but partition 0 has "
+                f"{X_parts[0].shape[1]}; every partition must have the same columns."
+            )
+        X_parts.append(X)
+        y_parts.append(y)
+        weights.append(weight)
+    has_weight = [w is not None for w in weights]
+    if any(has_weight) and not all(has_weight):
+        raise ValueError("Either every partition has a sample_weight or none has; "
+                         "give (X, y, sample_weight) for all of them.")
+    classes = None
+    if is_classifier:
+        for y in y_parts:
+            check_classification_targets(y)
+        classes = np.unique(np.concatenate(y_parts))
+    return Partitions(X=X_parts, y=y_parts, sample_weight=weights if all(has_weight) else None,
+                      n_samples=[X.shape[0] for X in X_parts],
+                      n_features=X_parts[0].shape[1], classes=classes)
+
+
+def from_dask(X, y, client, *, is_classifier):
+    """Persist a dask ``X`` (rows in chunks) and ``y`` on the cluster; find who holds each.
+
+    Column chunks are joined (a member needs whole rows) and ``y`` is
+    rechunked to ``X``'s row chunks; the row chunks of ``X`` are not moved.
+    """
+    da = import_optional("dask.array", extra="dask", purpose="Partitions given as dask data")
+    distributed = import_optional("distributed", extra="dask",
+                                  purpose="Partitions given as dask data")
+    if y is None or not is_dask_collection(y):
+        raise ValueError("With X as a dask collection, y must be a dask array or series "
+                         "with the same rows; got " f"{type(y).__name__}.")
+    if hasattr(X, "to_dask_array"):  # dataframe / series
+        X = X.to_dask_array(lengths=True)
+    if hasattr(y, "to_dask_array"):
+        y = y.to_dask_array(lengths=True)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-dimensional (rows x features); got {X.ndim} dimensions.")
+    if any(np.isnan(c) for c in X.chunks[0]):
+        X = X.compute_chunk_sizes()
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"X has {X.shape[0]} rows but y has {y.shape[0]}.")
+    X = X.rechunk({1: -1})
+    y = y.rechunk((X.chunks[0],))
+    X, y = client.persist([X, y])
+    distributed.wait([X, y])
+    x_keys = [k[0] if isinstance(k, list) else k for k in X.__dask_keys__()]
+    y_keys = list(y.__dask_keys__())
+    futures = {f.key: f for f in distributed.futures_of(X) + distributed.futures_of(y)}
+    holders = client.who_has([futures[k] for k in x_keys])
+    classes = None
+    if is_classifier:
+        classes = da.unique(y).compute()
+        check_classification_targets(classes)
+    return Partitions(
+        X=[futures[k] for k in x_keys], y=[futures[k] for k in y_keys], sample_weight=None,
+        n_samples=[int(c) for c in X.chunks[0]], n_features=int(X.shape[1]),
+        where=[sorted(holders[k])[0] for k in x_keys], classes=classes,
+        keep=[X, y],
+    )
