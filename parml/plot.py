@@ -186,7 +186,7 @@ def _facets(results, params, metric, cmap, best_params):
 
 
 def timeline(search, *, ax=None, cmap="tab20"):
-    """Gantt chart of the fits per worker, coloured by candidate.
+    """Gantt chart of the fits per worker, coloured by candidate (or partition).
 
     One row per worker (process and thread), one bar per fit from its start to
     its end; white space between bars is idle time. The title gives the share
@@ -194,7 +194,7 @@ def timeline(search, *, ax=None, cmap="tab20"):
 
     Parameters
     ----------
-    search : a fitted parml search (with ``trace_``), or its ``trace_``
+    search : a fitted parml search or BaggedForest (with ``trace_``), or its ``trace_``
     ax : matplotlib Axes, default=None
     cmap : str, default="tab20"
 
@@ -209,6 +209,7 @@ def timeline(search, *, ax=None, cmap="tab20"):
     origin = min(t["start"] for t in trace)
     end = max(t["end"] for t in trace) - origin
     workers = sorted({t["worker"] for t in trace})
+    colour_by = "candidate_idx" if "candidate_idx" in trace[0] else "partition"
     colors = _pyplot().get_cmap(cmap)
     busy = 0.0
     for row, worker in enumerate(workers):
@@ -216,7 +217,7 @@ def timeline(search, *, ax=None, cmap="tab20"):
         busy += sum(t["duration"] for t in fits)
         ax.broken_barh(
             [(t["start"] - origin, t["duration"]) for t in fits], (row - 0.4, 0.8),
-            facecolors=[colors(t["candidate_idx"] % colors.N) for t in fits],
+            facecolors=[colors(t[colour_by] % colors.N) for t in fits],
             edgecolors="white", linewidth=0.5,
         )
     ax.set_yticks(range(len(workers)), [f"pid {w.split(':')[1]} {w.split(':')[2]}"
@@ -227,7 +228,8 @@ def timeline(search, *, ax=None, cmap="tab20"):
     ax.set_ylabel("worker")
     utilisation = busy / (end * len(workers)) if end > 0 else 1.0
     ax.set_title(f"{len(trace)} fits on {len(workers)} workers, "
-                 f"{utilisation:.0%} of worker time in fits (colour: candidate)")
+                 f"{utilisation:.0%} of worker time in fits "
+                 f"(colour: {colour_by.replace('_idx', '')})")
     return ax
 
 

@@ -81,6 +81,22 @@ def test_timeline_has_one_bar_per_fit_on_each_worker(seed_search):
     assert "27 fits on" in ax.get_title()
 
 
+def test_timeline_of_a_forest_colours_members_by_partition():
+    from sklearn.datasets import load_iris
+
+    from parml import BaggedForest
+
+    Xi, yi = load_iris(return_X_y=True)
+    parts = [(Xi[::2], yi[::2]), (Xi[1::2], yi[1::2])]
+    forest = BaggedForest(n_estimators=6, n_jobs=2, backend="threading",
+                          random_state=0).fit_partitions(parts)
+    ax = plot.timeline(forest)
+    assert sum(len(c.get_paths()) for c in ax.collections) == 6
+    assert ax.get_title().endswith("(colour: partition)")
+    colours = {tuple(c) for coll in ax.collections for c in coll.get_facecolors()}
+    assert len(colours) == 2
+
+
 def test_speedup_bars():
     ax = plot.speedup({"seed grid": 0.96, "pipeline grid": 0.37})
     widths = sorted(p.get_width() for p in ax.patches)

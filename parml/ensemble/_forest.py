@@ -88,7 +88,7 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
         :func:`joblib.parallel_config` context; -1 is all cores). Also the
         number of threads that predict.
     backend : str, distributed.Client or None, default=None
-        The engine that fits the members (see :ref:`engines`): None follows
+        The engine that fits the members (see the engines guide): None follows
         :func:`joblib.parallel_config` (loky processes by default), ``"loky"``,
         ``"threading"``, ``"dask"`` or a Dask client / scheduler address.
     random_state : int, RandomState instance or None, default=None
@@ -125,12 +125,13 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
         Out-of-bag predictions (regressors with ``oob_score=True``).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
     trace_ : list of dict
         Where and when each member was fitted: ``member``, ``partition``,
         ``worker``, ``host``, ``pid``, ``thread``, ``start``, ``end`` (seconds
-        since the epoch) and ``fit_time``.
+        since the epoch), ``duration`` and ``fit_time``;
+        :func:`parml.plot.timeline` draws it.
 
     See Also
     --------
@@ -456,7 +457,7 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
             self.trace_.append({
                 "member": i, "partition": j, "worker": record.worker, "host": record.host,
                 "pid": record.pid, "thread": record.thread, "start": record.start, "end": record.end,
-                "fit_time": member.fit_time,
+                "duration": record.end - record.start, "fit_time": member.fit_time,
             })
         self.estimators_partitions_ = np.concatenate(
             [self.estimators_partitions_, [i % len(parts) for i in indices]]).astype(int)
