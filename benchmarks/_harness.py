@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: alternate the contenders, report medians and ratios."""
 
+import json
 import os
 import platform
 import statistics
@@ -48,10 +49,23 @@ def table(rows, header):
     return "\n".join(lines)
 
 
-def write_report(path, intro, rows, header, outro=()):
-    """Write (and print) a markdown report: intro lines, environment, table, outro."""
+#: Where each benchmark leaves its headline ratios for ``run_all.py``'s plot.
+RATIOS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def write_report(path, intro, rows, header, outro=(), ratios=None):
+    """Write (and print) a markdown report: intro lines, environment, table, outro.
+
+    ``ratios`` (label -> parml / reference, measured in this run) is also
+    saved as ``results/<report name>.json`` for the summary plot.
+    """
     text = "\n".join([*intro, "", f"Environment: {environment()}.", "",
                       table(rows, header), "", *outro])
     with open(path, "w") as file:
         file.write(text)
     print(text)
+    if ratios:
+        os.makedirs(RATIOS_DIR, exist_ok=True)
+        name = os.path.splitext(os.path.basename(path))[0]
+        with open(os.path.join(RATIOS_DIR, f"{name}.json"), "w") as file:
+            json.dump({"environment": environment(), "ratios": ratios}, file, indent=1)

@@ -112,12 +112,16 @@ def main():
             print(name, results[name][-1], flush=True)
     ref_time = statistics.median(t for t, _ in results["sklearn GridSearchCV n_jobs=2"])
     ref_mem = statistics.median(m for _, m in results["sklearn GridSearchCV n_jobs=2"])
-    rows = []
+    rows, ratios = [], {}
     for name, *_ in contenders:
         seconds = statistics.median(t for t, _ in results[name])
         memory = statistics.median(m for _, m in results[name])
         rows.append([name, f"{seconds:.1f}", f"{seconds / ref_time:.2f}",
                      f"{memory:.1f}x", f"{memory / ref_mem:.2f}"])
+        if name.startswith("parml"):
+            engine = name.split(", ")[1]
+            ratios[f"large data, {engine}: time / sklearn"] = round(seconds / ref_time, 2)
+            ratios[f"large data, {engine}: memory / sklearn"] = round(memory / ref_mem, 2)
     write_report(args.out, [
         "# Benchmark: memory of a large-data grid",
         "",
@@ -127,7 +131,8 @@ def main():
         "as a multiple of the size of X; medians of "
         f"{args.repeats} runs, measured by `python benchmarks/bench_memory.py`.",
     ], rows, ["contender", "fit (s)", "time / sklearn n_jobs=2",
-              "peak above baseline", "memory / sklearn n_jobs=2"])
+              "peak above baseline", "memory / sklearn n_jobs=2"], ratios=ratios)
+
 
 if __name__ == "__main__":
     main()

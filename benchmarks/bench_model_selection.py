@@ -59,25 +59,43 @@ def ideal_seconds(estimator, grid, cv, X, y):
     return total / 2
 
 
+def dask_ml_search():
+    """dask-ml's GridSearchCV on 2 threads with one BLAS thread each, if installed."""
+    try:
+        from dask_ml.model_selection import GridSearchCV as DaskMLGridSearchCV
+    except ImportError:
+        return None
+    from threadpoolctl import threadpool_limits
+
+    def fit(estimator, grid, cv, X, y):
+        with threadpool_limits(limits=1):
+            return DaskMLGridSearchCV(estimator, grid, cv=cv, n_jobs=2,
+                                      scheduler="threads").fit(X, y)
+    return fit
+
+
 def run(repeats, quick):
     rows = []
+    dask_ml = dask_ml_search()
     cases = [("seed grid (SVC, digits, 27 fits)", seed_grid(), repeats),
              ("pipeline grid (PCA -> LogisticRegression, 45 fits)", pipeline_grid(quick),
               max(3, repeats // 2)),
              ("1,000 tiny fits (DummyClassifier)", tiny_grid(), repeats)]
     for name, (estimator, grid, cv, X, y), n in cases:
-        medians = compare(
-            {
-                "parml": lambda: ParallelGridSearchCV(estimator, grid, cv=cv, n_jobs=2).fit(X, y),
-                "sklearn": lambda: GridSearchCV(estimator, grid, cv=cv, n_jobs=2).fit(X, y),
-            },
-            repeats=n,
-        )
+        contenders = {
+            "parml": lambda: ParallelGridSearchCV(estimator, grid, cv=cv, n_jobs=2).fit(X, y),
+            "sklearn": lambda: GridSearchCV(estimator, grid, cv=cv, n_jobs=2).fit(X, y),
+        }
+        if dask_ml is not None:
+            contenders["dask-ml"] = lambda: dask_ml(estimator, grid, cv, X, y)
+        medians = compare(contenders, repeats=n)
         ideal = ideal_seconds(estimator, grid, cv, X, y) if "seed" in name else None
         rows.append([
             name, n, f"{medians['parml']:.3f}", f"{medians['sklearn']:.3f}",
             f"**{medians['parml'] / medians['sklearn']:.2f}**",
             f"{medians['parml'] / ideal:.2f}" if ideal else "",
+            f"{medians['dask-ml']:.3f}" if "dask-ml" in medians else "not installed",
+            f"**{medians['parml'] / medians['dask-ml']:.2f}**" if "dask-ml" in medians else "",
         ])
         print(name, medians, flush=True)
     return rows
@@ -91,6 +109,10 @@ def main():
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rows = run(args.repeats, args.quick)
+    labels = ["seed grid", "pipeline grid", "1,000 tiny fits"]
+    ratios = {f"{label} / sklearn": float(row[4].strip("*")) for label, row in zip(labels, rows)}
+    ratios.update({f"{label} / dask-ml": float(row[7].strip("*"))
+                   for label, row in zip(labels, rows) if row[7]})
     write_report(args.out, [
         "# Benchmarks: parml against scikit-learn",
         "",
@@ -99,12 +121,19 @@ def main():
         "starts the worker pools; medians of the repeats. Seconds are noisy on a",
         "shared machine; the ratio (parml / scikit-learn, lower is better) is the",
         "result. *Ideal* is the serial sum of fit and score times over 2 cores.",
+        "dask-ml (`pip install dask-ml`, measured where installed) runs its",
+        "GridSearchCV on 2 threads, each limited to one BLAS thread, its best",
+        "setting here.",
     ], rows, ["grid", "repeats", "parml (s)", "sklearn (s)", "parml / sklearn",
-              "parml / ideal"], outro=[
+              "parml / ideal", "dask-ml (s)", "parml / dask-ml"], outro=[
         "Memory of a large-data grid (process tree, PSS): "
-        "[benchmarks-memory.md](benchmarks-memory.md).",
+        "[benchmarks-memory.md](benchmarks-memory.md). All headline ratios,",
+        "drawn by `python benchmarks/run_all.py` (below 1: parml is faster):",
         "",
-    ])
+        "![parml / reference, every benchmark](_static/benchmark-ratios.png)",
+        "",
+    ], ratios=ratios)
+
 
 if __name__ == "__main__":
     main()
