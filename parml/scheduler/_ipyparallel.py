@@ -26,6 +26,8 @@ from ._tasks import LostTask
 
 #: Seconds to wait for a cluster that has no engine before giving up.
 WORKER_TIMEOUT = 30.0
+#: Resubmissions of tasks stranded or lost by engine deaths, in one run.
+MAX_RESUBMITS = 100
 #: The string forms of ``backend=`` (documented in check_backend's error).
 _PREFIX = "ipyparallel"
 
@@ -218,7 +220,7 @@ class IPyParallelEngine:
         pending = {}
         for task in tasks:
             pending[self._submit(func, task)] = task
-        deaths = {}
+        deaths, resubmits = {}, 0
         try:
             while pending:
                 done, _ = concurrent.futures.wait(
@@ -229,13 +231,21 @@ class IPyParallelEngine:
                     try:
                         value = result.get()
                     except Exception as exc:
-                        if not _engine_died(exc):
+                        cause = _engine_failure(exc)
+                        if cause is None:
                             raise  # the wrapper itself failed, e.g. parml missing there
-                        deaths[id(task)] = deaths.get(id(task), 0) + 1
-                        if deaths[id(task)] > self.max_retries:
-                            yield LostTask(task=task, reason=f"EngineError: {exc}",
-                                           attempts=deaths[id(task)])
-                            continue
+                        if cause == "EngineError":
+                            deaths[id(task)] = deaths.get(id(task), 0) + 1
+                            if deaths[id(task)] > self.max_retries:
+                                yield LostTask(task=task, reason=f"EngineError: {exc}",
+                                               attempts=deaths[id(task)])
+                                continue
+                        # else: queued for engines that all died; the task is innocent
+                        resubmits += 1
+                        if resubmits > MAX_RESUBMITS:
+                            raise RuntimeError(f"Task {task.key!r} was resubmitted after "
+                                               f"engine deaths {MAX_RESUBMITS} times; "
+                                               "giving up.") from exc
                         self._refresh_targets()
                         pending[self._submit(func, task, pinned=False)] = task
                         continue
@@ -250,15 +260,22 @@ class IPyParallelEngine:
                     pass
 
     def close(self):
-        """Delete the pushed data from the engines; close the client if opened here."""
+        """Delete the pushed data from the engines; close the client if opened here.
+
+        Best effort: engines that died meanwhile are skipped, and a failure
+        here never hides the error that stopped the run.
+        """
+        ipp = _ipyparallel()
         try:
-            if self._shared:
-                alive = sorted(set(self._targets) & set(self.client.ids))
+            alive = sorted(set(self._targets) & set(self.client.ids))
+            if self._shared and alive:
                 code = "; ".join(f"globals().pop({name!r}, None)" for name in self._shared)
-                if alive:
-                    self.client[alive].execute(code, block=True)
+                self.client[alive].execute(code, block=True)
             if self._finished:
-                self.client.purge_results(jobs=self._finished)
+                # the client's copies; the hub's are culled by its own size limit
+                self.client.purge_local_results(jobs=self._finished)
+        except (ipp.error.IPythonError, OSError, RuntimeError):
+            pass
         finally:
             self._shared, self._finished = {}, []
             self._close_client()
@@ -277,10 +294,14 @@ def _profile_flags(kwargs):
     return flags
 
 
-def _engine_died(error):
-    """Whether ``error`` says the task's engine died (not that the task failed)."""
-    return (type(error).__name__ == "EngineError"
-            or getattr(error, "ename", None) == "EngineError")
+def _engine_failure(error):
+    """``"EngineError"`` when the task's engine died while running it,
+    ``"ImpossibleDependency"`` when every engine it could run on died before it
+    started, None when ``error`` is not about engines."""
+    for name in ("EngineError", "ImpossibleDependency"):
+        if type(error).__name__ == name or getattr(error, "ename", None) == name:
+            return name
+    return None
 
 
 def _host_and_cores():
