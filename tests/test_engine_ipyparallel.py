@@ -1,4 +1,4 @@
-"""The ipyparallel engine on a real cluster (a controller and 2 engines on loopback), started here."""
+"""The ipyparallel engine on real clusters (a controller and engines on loopback), started here."""
 
 import os
 import pickle
@@ -18,7 +18,9 @@ from _doubles import (  # noqa: E402
     unpickled_count,
 )
 from _oracle import assert_same_search  # noqa: E402
-from parml import ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel  # noqa: E402
+from parml import (  # noqa: E402
+    ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel,
+)
 from parml.scheduler import Scheduler, Task, check_backend  # noqa: E402
 
 X, y = load_digits(return_X_y=True)

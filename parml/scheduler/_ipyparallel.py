@@ -12,10 +12,10 @@ early (an error, Ctrl-C) aborts the queued tasks (``Client.abort``); fits
 already running on an engine finish there.
 """
 
-import concurrent.futures
 import dataclasses
 import os
 import pickle
+import queue
 import socket
 import traceback
 
@@ -217,55 +217,56 @@ class IPyParallelEngine:
         A task whose engine died more than ``max_retries`` times comes back as
         a :class:`LostTask`; an error raised by the task is raised here.
         """
-        pending = {}
+        pending, finished = {}, queue.SimpleQueue()
+
+        def submit(task, pinned=True):
+            result = self._submit(func, task, pinned=pinned)
+            pending[result] = task
+            result.add_done_callback(finished.put)  # called in the client's thread
+
         for task in tasks:
-            pending[self._submit(func, task)] = task
+            submit(task)
         deaths, resubmits = {}, 0
         try:
             while pending:
-                done, _ = concurrent.futures.wait(
-                    list(pending), return_when=concurrent.futures.FIRST_COMPLETED)
-                for result in done:
-                    task = pending.pop(result)
-                    self._finished.append(result.msg_id)
-                    try:
-                        value = result.get()
-                    except Exception as exc:
-                        cause = _engine_failure(exc)
-                        if cause is None:
-                            raise  # the wrapper itself failed, e.g. parml missing there
-                        if cause == "EngineError":
-                            deaths[id(task)] = deaths.get(id(task), 0) + 1
-                            if deaths[id(task)] > self.max_retries:
-                                yield LostTask(task=task, reason=f"EngineError: {exc}",
-                                               attempts=deaths[id(task)])
-                                continue
-                        # else: queued for engines that all died; the task is innocent
-                        resubmits += 1
-                        if resubmits > MAX_RESUBMITS:
-                            raise RuntimeError(f"Task {task.key!r} was resubmitted after "
-                                               f"engine deaths {MAX_RESUBMITS} times; "
-                                               "giving up.") from exc
-                        self._refresh_targets()
-                        pending[self._submit(func, task, pinned=False)] = task
-                        continue
-                    if isinstance(value, _Raised):
-                        raise value.error from RemoteTraceback(value.text)
-                    yield value
+                result = _next(finished)
+                task = pending.pop(result)
+                self._finished.append(result.msg_id)
+                try:
+                    value = result.get()
+                except Exception as exc:
+                    cause = _engine_failure(exc)
+                    if cause is None:
+                        raise  # the wrapper itself failed, e.g. parml missing there
+                    if cause == "EngineError":  # else: stranded, the task is innocent
+                        deaths[id(task)] = deaths.get(id(task), 0) + 1
+                        if deaths[id(task)] > self.max_retries:
+                            yield LostTask(task=task, reason=f"EngineError: {exc}",
+                                           attempts=deaths[id(task)])
+                            continue
+                    resubmits += 1
+                    if resubmits > MAX_RESUBMITS:
+                        raise RuntimeError(f"Tasks were resubmitted after engine deaths "
+                                           f"{MAX_RESUBMITS} times; giving up.") from exc
+                    self._refresh_targets()
+                    submit(task, pinned=False)
+                    continue
+                if isinstance(value, _Raised):
+                    raise value.error from RemoteTraceback(value.text)
+                yield value
         finally:
             if pending:
                 try:
                     self.client.abort(list(pending))
-                except Exception:  # the controller may be gone too
+                except (OSError, RuntimeError, ipyparallel_errors()):  # controller gone
                     pass
 
     def close(self):
         """Delete the pushed data from the engines; close the client if opened here.
 
-        Best effort: engines that died meanwhile are skipped, and a failure
-        here never hides the error that stopped the run.
+        Best effort: engines that died meanwhile, or a controller that is
+        gone, do not turn the end of a run into an error.
         """
-        ipp = _ipyparallel()
         try:
             alive = sorted(set(self._targets) & set(self.client.ids))
             if self._shared and alive:
@@ -274,7 +275,7 @@ class IPyParallelEngine:
             if self._finished:
                 # the client's copies; the hub's are culled by its own size limit
                 self.client.purge_local_results(jobs=self._finished)
-        except (ipp.error.IPythonError, OSError, RuntimeError):
+        except (ipyparallel_errors(), OSError, RuntimeError):
             pass
         finally:
             self._shared, self._finished = {}, []
@@ -292,6 +293,20 @@ def _profile_flags(kwargs):
     if "cluster_id" in kwargs:
         flags += f" --cluster-id={kwargs['cluster_id']}"
     return flags
+
+
+def ipyparallel_errors():
+    """The base class of ipyparallel's errors."""
+    return _ipyparallel().error.IPythonError
+
+
+def _next(finished):
+    """The next finished AsyncResult; waits in short steps so Ctrl-C gets through."""
+    while True:
+        try:
+            return finished.get(timeout=1.0)
+        except queue.Empty:
+            pass
 
 
 def _engine_failure(error):
