@@ -38,7 +38,10 @@ def start_cluster(n):
     return cluster, client
 
 
-def string_form(cluster):
+def string_form(cluster, how="string"):
+    if how == "file":
+        return "ipyparallel:" + os.path.join(
+            cluster.profile_dir, "security", f"ipcontroller-{cluster.cluster_id}-client.json")
     return f"ipyparallel:{cluster.profile or 'default'}:{cluster.cluster_id}"
 
 
@@ -76,10 +79,10 @@ def client(cluster_client):
     return cluster_client[1]
 
 
-@pytest.mark.parametrize("how", ["client", "string"])
+@pytest.mark.parametrize("how", ["client", "string", "file"])
 def test_grid_search_equals_sklearn_and_loky(cluster_client, how):
     cluster, client = cluster_client
-    backend = client if how == "client" else string_form(cluster)
+    backend = client if how == "client" else string_form(cluster, how)
     ours = ParallelGridSearchCV(SVC(), GRID, cv=3, backend=backend).fit(X, y)
     assert_same_search(ours, GridSearchCV(SVC(), GRID, cv=3).fit(X, y), X)
     assert_same_search(ours, ParallelGridSearchCV(SVC(), GRID, cv=3, n_jobs=2).fit(X, y), X)
@@ -88,7 +91,7 @@ def test_grid_search_equals_sklearn_and_loky(cluster_client, how):
     stored = [name for name, value in vars(ours).items() if name != "backend"
               and type(value).__module__.startswith("ipyparallel")]
     assert stored == [], "a live client must not be kept by the fitted search"
-    if how == "string":
+    if how != "client":
         assert pickle.loads(pickle.dumps(ours)).backend == backend
     assert parml_names(client) == [], "the pushed data is deleted after the fit"
 
@@ -207,6 +210,13 @@ def test_cluster_without_engines_is_a_clear_error(monkeypatch):
 
 
 def test_string_forms_are_validated():
+    from parml.scheduler._ipyparallel import client_kwargs
+
+    assert client_kwargs("ipyparallel") == {}
+    assert client_kwargs("ipyparallel:p") == {"profile": "p"}
+    assert client_kwargs("ipyparallel:p:c") == {"profile": "p", "cluster_id": "c"}
+    assert client_kwargs("ipyparallel:~/c.json") == {
+        "connection_info": os.path.expanduser("~/c.json")}
     assert check_backend("ipyparallel") == "ipyparallel"
     assert check_backend("ipyparallel:myprofile") == "ipyparallel:myprofile"
     assert check_backend("ipyparallel:myprofile:abc") == "ipyparallel:myprofile:abc"

@@ -57,7 +57,7 @@ def client_kwargs(backend):
         return {}
     spec = backend[len(_PREFIX) + 1:]
     if spec.endswith(".json"):
-        return {"url_file": spec}
+        return {"connection_info": os.path.expanduser(spec)}
     parts = spec.split(":")
     if len(parts) > 2 or not all(parts):
         raise ValueError(
