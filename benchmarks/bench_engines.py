@@ -1,11 +1,12 @@
 """The seed grid on each engine, and the cost per task of many tiny fits.
 
 In one run: parml on local loky processes (n_jobs=2), parml on a 2-worker
-Dask LocalCluster (processes, one thread each), and scikit-learn's
-GridSearchCV on the same cluster through joblib's Dask backend; medians of
-interleaved repeats after a warm-up, ratios to parml on loky. Then 1,000 tiny
-fits (DummyClassifier, 200 candidates x 5 folds) on loky and on Dask, as
-milliseconds of wall time per fit. The cluster is started and stopped here.
+Dask LocalCluster (processes, one thread each), parml on an ipyparallel
+cluster of 2 engines, and scikit-learn's GridSearchCV on the Dask cluster
+through joblib's Dask backend; medians of interleaved repeats after a
+warm-up, ratios to parml on loky and to scikit-learn. Then 1,000 tiny fits
+(DummyClassifier, 200 candidates x 5 folds) on loky, Dask and ipyparallel, as
+milliseconds of wall time per fit. The clusters are started and stopped here.
 
 Usage: ``python benchmarks/bench_engines.py [--repeats N]``; writes
 ``docs/benchmarks-engines.md``.
@@ -35,14 +36,17 @@ def main():
     parser.add_argument("--out", default=OUT)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    import ipyparallel
     from distributed import Client, LocalCluster
 
     X, y = load_digits(return_X_y=True)
     grid = {"C": [1, 10, 100], "gamma": [1e-3, 1e-4, 1e-5]}
     Xt, yt = make_classification(200, random_state=0)
     tiny = {"constant": list(range(200)), "strategy": ["prior"]}
+    engines = ipyparallel.Cluster(n=2, log_level=40, controller_ip="127.0.0.1")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=None) as cluster, Client(cluster) as client, \
+            engines as ipp_client:
 
         def sklearn_dask():
             with parallel_config("dask"):
@@ -53,16 +57,24 @@ def main():
                 SVC(), grid, cv=3, n_jobs=2).fit(X, y),
             "parml, Dask 2 workers": lambda: ParallelGridSearchCV(
                 SVC(), grid, cv=3, backend=client).fit(X, y),
+            "parml, ipyparallel 2 engines": lambda: ParallelGridSearchCV(
+                SVC(), grid, cv=3, backend=ipp_client).fit(X, y),
             "sklearn + joblib's Dask backend": sklearn_dask,
+            "sklearn, loky n_jobs=2": lambda: GridSearchCV(
+                SVC(), grid, cv=3, n_jobs=2).fit(X, y),
         }, repeats=args.repeats)
         small = compare({
             "parml, loky n_jobs=2": lambda: ParallelGridSearchCV(
                 DummyClassifier(), tiny, cv=5, n_jobs=2).fit(Xt, yt),
             "parml, Dask 2 workers": lambda: ParallelGridSearchCV(
                 DummyClassifier(), tiny, cv=5, backend=client).fit(Xt, yt),
+            "parml, ipyparallel 2 engines": lambda: ParallelGridSearchCV(
+                DummyClassifier(), tiny, cv=5, backend=ipp_client).fit(Xt, yt),
+            "sklearn, loky n_jobs=2": lambda: GridSearchCV(
+                DummyClassifier(), tiny, cv=5, n_jobs=2).fit(Xt, yt),
         }, repeats=max(3, args.repeats // 2))
-    base = seed["parml, loky n_jobs=2"]
-    rows = [[name, f"{t:.3f}", f"**{t / base:.2f}**",
+    base, sk = seed["parml, loky n_jobs=2"], seed["sklearn, loky n_jobs=2"]
+    rows = [[name, f"{t:.3f}", f"**{t / base:.2f}**", f"{t / sk:.2f}",
              f"{small[name] * 1e3 / N_TINY_FITS:.2f}" if name in small else ""]
             for name, t in seed.items()]
     write_report(args.out, [
@@ -72,9 +84,11 @@ def main():
         "and 1,000 tiny fits (DummyClassifier) as wall milliseconds per fit;",
         "medians of interleaved repeats after a warm-up, measured by",
         "`python benchmarks/bench_engines.py`. The Dask cluster is a",
-        "LocalCluster of 2 worker processes with one thread each, on loopback.",
+        "LocalCluster of 2 worker processes with one thread each, on loopback;",
+        "the ipyparallel cluster is a controller and 2 engines",
+        "(`ipyparallel.Cluster(n=2)`), on loopback.",
     ], rows, ["engine", "seed grid (s)", "seed grid / parml loky",
-              "tiny fits (ms per fit)"])
+              "seed grid / sklearn loky", "tiny fits (ms per fit)"])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ otherwise loky. A string names a joblib backend: ``"loky"`` (processes, the
 default), ``"threading"``, or any backend registered with
 :func:`joblib.register_parallel_backend`.
 
+Remote engines (optional extras): ``"dask"``, a Dask scheduler address
+(``"tcp://host:8786"``) or a live ``distributed.Client`` pick the Dask engine
+(:mod:`._dask`); ``"ipyparallel"``, ``"ipyparallel:<profile>"``,
+``"ipyparallel:<profile>:<cluster_id>"``, ``"ipyparallel:<path>.json"`` (a
+client connection file) or a live ``ipyparallel.Client`` pick the ipyparallel
+engine (:mod:`._ipyparallel`). A live client is resolved when a fit runs and
+is never stored by the estimator; the string forms are picklable.
+
 Every engine is a thin adapter with the same small contract:
 
 ``n_workers``
@@ -25,6 +33,7 @@ Every engine is a thin adapter with the same small contract:
 from joblib.parallel import BACKENDS, get_active_backend
 
 from ._dask import DaskEngine, is_dask_backend
+from ._ipyparallel import IPyParallelEngine, client_kwargs, is_ipyparallel_backend
 from ._local import LocalEngine
 
 #: Engines that need an optional extra, with the extra that installs them.
@@ -41,7 +50,9 @@ def check_backend(backend):
 
     Besides joblib backend names, ``"dask"``, a Dask scheduler address
     (``"tcp://host:8786"``) and a live ``distributed.Client`` are valid when
-    ``parml[dask]`` is installed.
+    ``parml[dask]`` is installed; ``"ipyparallel"``, ``"ipyparallel:<profile>"``,
+    ``"ipyparallel:<profile>:<cluster_id>"``, ``"ipyparallel:<path>.json"`` and a
+    live ``ipyparallel.Client`` when ``parml[ipyparallel]`` is installed.
     """
     if is_dask_backend(backend):
         try:
@@ -50,30 +61,29 @@ def check_backend(backend):
             pass
         else:
             return backend
-    if backend is None or (isinstance(backend, str) and backend in BACKENDS
-                           and backend != "dask"):
-        return backend
-    if backend == "ipyparallel":
+    if is_ipyparallel_backend(backend):
+        if isinstance(backend, str):
+            client_kwargs(backend)  # a malformed string form: ValueError
         try:
             import ipyparallel  # noqa: F401
         except ImportError:
-            pass
-        else:
-            raise ValueError(
-                "backend='ipyparallel': parml has no ipyparallel engine yet. Use "
-                "backend='dask' (a Dask cluster), or backend='loky' on this machine."
-            )
+            raise ImportError(_missing_extra(backend, "ipyparallel")) from None
+        return backend
+    if backend is None or (isinstance(backend, str) and backend in BACKENDS
+                           and backend not in OPTIONAL_ENGINES):
+        return backend
     if isinstance(backend, str) and backend in OPTIONAL_ENGINES:
-        extra = OPTIONAL_ENGINES[backend]
-        raise ImportError(
-            f"backend={backend!r} needs the {backend} engine, which is not "
-            f'installed. Install it with: pip install "parml[{extra}]"'
-        )
+        raise ImportError(_missing_extra(backend, backend))
     raise ValueError(
         f"The 'backend' parameter must be None or one of {valid_backends()}; "
         f"got {backend!r}. Use None to follow joblib.parallel_config, 'loky' "
         "for local processes or 'threading' for threads."
     )
+
+
+def _missing_extra(backend, engine):
+    return (f"backend={backend!r} needs the {engine} engine, which is not "
+            f'installed. Install it with: pip install "parml[{OPTIONAL_ENGINES[engine]}]"')
 
 
 def make_engine(backend=None, n_jobs=None, pre_dispatch="2*n_jobs"):
@@ -89,4 +99,6 @@ def make_engine(backend=None, n_jobs=None, pre_dispatch="2*n_jobs"):
             return DaskEngine(active.client, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
     if backend is not None and is_dask_backend(backend):
         return DaskEngine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
+    if backend is not None and is_ipyparallel_backend(backend):
+        return IPyParallelEngine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)
     return LocalEngine(backend, n_jobs=n_jobs, pre_dispatch=pre_dispatch)

@@ -1,0 +1,236 @@
+"""The ipyparallel engine on real clusters (a controller and engines on loopback), started here."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+ipyparallel = pytest.importorskip("ipyparallel")
+
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.exceptions import FitFailedWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_validate  # noqa: E402
+from sklearn.svm import SVC  # noqa: E402
+
+from _doubles import (  # noqa: E402
+    CountingBox, CountingClassifier, FailingClassifier, box_identity, count_fits,
+    unpickled_count,
+)
+from _oracle import assert_same_search  # noqa: E402
+from parml import (  # noqa: E402
+    ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel,
+)
+from parml.scheduler import Scheduler, Task, check_backend  # noqa: E402
+
+X, y = load_digits(return_X_y=True)
+X, y = X[:450], y[:450]
+GRID = {"C": [1, 10], "gamma": [1e-3, 1e-4]}
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def start_cluster(n):
+    """A controller and ``n`` engines on loopback; the engines can import the test doubles."""
+    cluster = ipyparallel.Cluster(n=n, log_level=40, controller_ip="127.0.0.1")
+    client = cluster.start_and_connect_sync()
+    if n:
+        client[:].execute(f"import sys; sys.path.insert(0, {TESTS!r})", block=True)
+    return cluster, client
+
+
+def string_form(cluster, how="string"):
+    if how == "file":
+        return "ipyparallel:" + os.path.join(
+            cluster.profile_dir, "security", f"ipcontroller-{cluster.cluster_id}-client.json")
+    return f"ipyparallel:{cluster.profile or 'default'}:{cluster.cluster_id}"
+
+
+def engine_pids(client):
+    return {engine: client[engine].apply_sync(os.getpid) for engine in client.ids}
+
+
+def parml_names(client):
+    """Names parml left in the engines' namespaces."""
+    found = client[:].apply_sync(_parml_names_here)
+    return [name for names in found for name in names]
+
+
+def _parml_names_here():
+    import __main__
+
+    names = set(vars(__main__))
+    try:
+        names |= set(get_ipython().user_ns)  # noqa: F821 (defined on an engine)
+    except NameError:
+        pass
+    return sorted(name for name in names if name.startswith("_parml"))
+
+
+@pytest.fixture(scope="module")
+def cluster_client():
+    cluster, client = start_cluster(2)
+    yield cluster, client
+    client.close()
+    cluster.stop_cluster_sync()
+
+
+@pytest.fixture
+def client(cluster_client):
+    return cluster_client[1]
+
+
+@pytest.mark.parametrize("how", ["client", "string", "file"])
+def test_grid_search_equals_sklearn_and_loky(cluster_client, how):
+    cluster, client = cluster_client
+    backend = client if how == "client" else string_form(cluster, how)
+    ours = ParallelGridSearchCV(SVC(), GRID, cv=3, backend=backend).fit(X, y)
+    assert_same_search(ours, GridSearchCV(SVC(), GRID, cv=3).fit(X, y), X)
+    assert_same_search(ours, ParallelGridSearchCV(SVC(), GRID, cv=3, n_jobs=2).fit(X, y), X)
+    assert {t["pid"] for t in ours.trace_} <= set(engine_pids(client).values())
+    assert ours.get_params()["backend"] is backend
+    stored = [name for name, value in vars(ours).items() if name != "backend"
+              and type(value).__module__.startswith("ipyparallel")]
+    assert stored == [], "a live client must not be kept by the fitted search"
+    if how != "client":
+        assert pickle.loads(pickle.dumps(ours)).backend == backend
+    assert parml_names(client) == [], "the pushed data is deleted after the fit"
+
+
+def test_randomized_search_and_cross_val(client):
+    from scipy.stats import loguniform
+
+    dists = {"C": loguniform(1, 100), "gamma": loguniform(1e-4, 1e-2)}
+    kw = dict(n_iter=4, cv=3, random_state=0)
+    ours = ParallelRandomizedSearchCV(SVC(), dists, backend=client, **kw).fit(X, y)
+    assert_same_search(ours, RandomizedSearchCV(SVC(), dists, **kw).fit(X, y), X)
+    got = cross_val_parallel(SVC(), X, y, cv=3, backend=client, scoring=["accuracy"])
+    expected = cross_validate(SVC(), X, y, cv=3, scoring=["accuracy"])
+    np.testing.assert_array_equal(got["test_accuracy"], expected["test_accuracy"])
+
+
+def test_shared_data_reaches_each_engine_once(client):
+    before = client[:].apply_sync(unpickled_count)
+    with Scheduler(backend=client) as scheduler:
+        shared = scheduler.share({"box": CountingBox(np.arange(10))})
+        tasks = [Task(key=i, func=box_identity, kwargs={"box": shared["box"]})
+                 for i in range(20)]
+        seen = [r.value for r in scheduler.run(tasks)]
+    after = client[:].apply_sync(unpickled_count)
+    by_engine = {}
+    for box_id, pid, _ in seen:
+        by_engine.setdefault(pid, set()).add(box_id)
+    # every task on an engine got the same object, unpickled once per engine
+    assert all(len(ids) == 1 for ids in by_engine.values())
+    assert [a - b for a, b in zip(after, before)] == [1] * len(client.ids)
+
+
+def test_python_errors_are_raised_once_not_retried(client, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    raising = CountingClassifier(c=1, raise_on=1, log_dir=str(log))
+    with pytest.raises(ValueError, match="c=1 cannot be fitted") as info:
+        ParallelGridSearchCV(raising, {"c": [1]}, cv=2, backend=client,
+                             error_score="raise").fit(X, y)
+    assert "cannot be fitted" in str(info.value.__cause__), "the engine's traceback"
+    client.wait(timeout=30)
+    assert count_fits(log) <= 2, "a failing fit must not be retried"
+    for name in os.listdir(log):
+        os.remove(log / name)
+    with pytest.raises(ValueError, match="All the 2 fits failed"):
+        ParallelGridSearchCV(FailingClassifier(depth=0), {"depth": [0]}, cv=2,
+                             backend=client).fit(X, y)
+    counting = CountingClassifier(log_dir=str(log))
+    ParallelGridSearchCV(counting, {"c": [0, 1]}, cv=2, backend=client, refit=False).fit(X, y)
+    assert count_fits(log) == 4, "each fit ran once"
+
+
+def test_stopping_early_aborts_the_queued_tasks(client, tmp_path):
+    failing = CountingClassifier(c=1, raise_on=1, log_dir=str(tmp_path)).fit
+    slow = CountingClassifier(delay=0.3, log_dir=str(tmp_path)).fit
+    with pytest.raises(ValueError, match="c=1 cannot be fitted"):
+        with Scheduler(backend=client) as scheduler:
+            data = {"X": X[:50], "y": y[:50]}  # not shared: it outlives the run
+            tasks = [Task(key=0, func=failing, kwargs=data)]
+            tasks += [Task(key=i, func=slow, kwargs=data) for i in range(1, 20)]
+            list(scheduler.run(tasks))
+    client.wait(timeout=30)  # the engines are idle: nothing is left to run
+    # without the abort all 20 fits run; with it only those already started
+    assert count_fits(tmp_path) <= 6
+
+
+def test_timeout_is_refused(client):
+    with pytest.raises(ValueError, match="needs local worker processes"):
+        ParallelGridSearchCV(SVC(), GRID, cv=2, backend=client, timeout=5).fit(X, y)
+
+
+def test_task_where_pins_a_task_to_an_engine(client):
+    pid_of = engine_pids(client)
+    with Scheduler(backend=client) as scheduler:
+        engines = scheduler.worker_ids()
+        assert engines == sorted(client.ids)
+        tasks = [Task(key=(e, i), func=os.getpid, where=e) for e in engines for i in range(4)]
+        records = list(scheduler.run(tasks))
+    assert len(records) == len(tasks)
+    for record in records:
+        assert record.pid == pid_of[record.key[0]]
+
+
+def test_killed_engine_is_survived_and_given_up_after_max_retries(tmp_path):
+    cluster, client = start_cluster(3)
+    try:
+        grid = {"c": [0, 1, 2, 3]}
+        reference = GridSearchCV(CountingClassifier(), grid, cv=3).fit(X, y)
+        once = CountingClassifier(crash_on=1, delay=0.05,
+                                  crash_once_marker=str(tmp_path / "crashed"))
+        ours = ParallelGridSearchCV(once, grid, cv=3, backend=client).fit(X, y)
+        assert (tmp_path / "crashed").exists()
+        assert_same_search(ours, reference, X)
+        assert len(client.ids) == 2, "one engine died"
+        # max_retries=0: the fit whose engine died is given up at once
+        again = CountingClassifier(crash_on=2, crash_once_marker=str(tmp_path / "again"))
+        with pytest.warns(FitFailedWarning, match="1 fits failed out of a total of 12") as w:
+            ours = ParallelGridSearchCV(again, grid, cv=3, backend=client, max_retries=0,
+                                        refit=False).fit(X, y)
+        assert "worker running this fit died" in str(w[0].message)
+        assert np.isnan(ours.cv_results_["mean_test_score"][2])
+        np.testing.assert_array_equal(ours.cv_results_["mean_test_score"][[0, 1, 3]],
+                                      reference.cv_results_["mean_test_score"][[0, 1, 3]])
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def test_cluster_without_engines_is_a_clear_error(monkeypatch):
+    from parml.scheduler import _ipyparallel
+
+    monkeypatch.setattr(_ipyparallel, "WORKER_TIMEOUT", 1.0)
+    cluster, client = start_cluster(0)
+    try:
+        with pytest.raises(RuntimeError, match="has no engine after 1 s.*ipcluster start -n 4"):
+            ParallelGridSearchCV(SVC(), GRID, cv=2, backend=client).fit(X, y)
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def test_string_forms_are_validated():
+    from parml.scheduler._ipyparallel import client_kwargs
+
+    assert client_kwargs("ipyparallel") == {}
+    assert client_kwargs("ipyparallel:p") == {"profile": "p"}
+    assert client_kwargs("ipyparallel:p:c") == {"profile": "p", "cluster_id": "c"}
+    assert client_kwargs("ipyparallel:~/c.json") == {
+        "connection_info": os.path.expanduser("~/c.json")}
+    assert check_backend("ipyparallel") == "ipyparallel"
+    assert check_backend("ipyparallel:myprofile") == "ipyparallel:myprofile"
+    assert check_backend("ipyparallel:myprofile:abc") == "ipyparallel:myprofile:abc"
+    assert check_backend("ipyparallel:/x/ipcontroller-client.json")
+    for bad in ["ipyparallel:", "ipyparallel::abc", "ipyparallel:a:b:c"]:
+        with pytest.raises(ValueError, match=r"'backend' parameter .*'ipyparallel:<profile>'"):
+            ParallelGridSearchCV(SVC(), GRID, backend=bad).fit(X, y)
+
+
+def test_no_running_cluster_names_the_command():
+    with pytest.raises(RuntimeError, match=r"no running ipyparallel cluster.*"
+                                           r"ipcluster start -n 4 --profile=parml-nowhere"):
+        ParallelGridSearchCV(SVC(), GRID, backend="ipyparallel:parml-nowhere").fit(X, y)
