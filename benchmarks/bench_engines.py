@@ -88,7 +88,13 @@ def main():
         "the ipyparallel cluster is a controller and 2 engines",
         "(`ipyparallel.Cluster(n=2)`), on loopback.",
     ], rows, ["engine", "seed grid (s)", "seed grid / parml loky",
-              "seed grid / sklearn loky", "tiny fits (ms per fit)"])
+              "seed grid / sklearn loky", "tiny fits (ms per fit)"],
+        ratios={
+            "seed grid, Dask / sklearn on Dask": round(
+                seed["parml, Dask 2 workers"] / seed["sklearn + joblib's Dask backend"], 2),
+            "seed grid, ipyparallel / sklearn loky": round(
+                seed["parml, ipyparallel 2 engines"] / sk, 2),
+        })
 
 
 if __name__ == "__main__":

@@ -96,6 +96,18 @@ def test_grid_search_equals_sklearn_and_loky(cluster_client, how):
     assert parml_names(client) == [], "the pushed data is deleted after the fit"
 
 
+def test_bagged_forest_is_the_same_forest_on_ipyparallel(client):
+    from parml import BaggedForest
+
+    local = BaggedForest(n_estimators=12, random_state=0, oob_score=True).fit(X, y)
+    remote = BaggedForest(n_estimators=12, random_state=0, oob_score=True,
+                          backend=client).fit(X, y)
+    np.testing.assert_array_equal(remote.predict_proba(X), local.predict_proba(X))
+    assert remote.oob_score_ == local.oob_score_
+    assert {e["pid"] for e in remote.trace_} <= set(engine_pids(client).values())
+    assert parml_names(client) == [], "the pushed data is deleted after the fit"
+
+
 def test_randomized_search_and_cross_val(client):
     from scipy.stats import loguniform
 
