@@ -154,22 +154,3 @@ def test_fits_of_a_split_share_one_read_only_fold(engine):
         # cache while a lagging thread still fits it is made again: never per fit)
         assert len(addresses) <= engine["n_jobs"], "fits of a split share fold arrays"
     assert not _fit_and_score._FOLDS, "fold data is dropped when the fit ends"
-
-
-@pytest.mark.parametrize("engine, shared", [(dict(n_jobs=1), False),
-                                            (dict(n_jobs=2, backend="threading"), True)],
-                         ids=str)
-def test_large_folds_are_shared_by_threads_only(monkeypatch, engine, shared):
-    # A fold above the size limit: private writable copies per fit in a
-    # process running one fit at a time; one read-only copy for worker threads.
-    from parml.model_selection import _fit_and_score
-
-    monkeypatch.setattr(_fit_and_score, "MAX_CACHED_FOLD_BYTES", 100)
-    X, y = make_classification(n_samples=200, random_state=0)
-    search = ParallelGridSearchCV(FoldRecorder(), {"c": list(range(6))}, cv=3,
-                                  refit=False, **engine).fit(X, y)
-    scores = search.cv_results_["split0_test_score"]
-    if shared:
-        assert -1.0 not in scores and len(set(scores)) <= engine["n_jobs"]
-    else:
-        assert set(scores) == {-1.0}, "large folds are private, writable copies"

@@ -183,12 +183,9 @@ _FOLDS_LOCK = threading.Lock()
 #: split, so one is enough; a worker drops it before making the next split's,
 #: so it never holds two.
 MAX_CACHED_SPLITS = 1
-#: Folds larger than this are not kept by worker processes: each fit gets its
-#: own writable copy, as in scikit-learn. (Shared folds must be read-only, and
-#: estimators that need writable input then copy them again; in a process that
-#: runs one fit at a time this saves nothing.) Worker threads share folds of
-#: any size: the fits running at once on a split then hold one copy of its
-#: data instead of one each.
+#: Folds larger than this are not kept: each fit gets its own writable copy, as
+#: in scikit-learn. (Shared folds must be read-only, and estimators that need
+#: writable input then copy them again, which costs more memory than it saves.)
 MAX_CACHED_FOLD_BYTES = 16 * 2**20
 #: Seconds without a fit after which a worker drops its fold data.
 FOLD_IDLE_SECONDS = 2.0
@@ -226,10 +223,8 @@ def split_data(estimator, data, split_idx):
     shared, read-only, by every fit of the split on it (process or thread),
     which saves indexing X again for each of many small fits; estimators that
     write into their input copy it first (scikit-learn's own do). Larger folds
-    are made per fit, writable, as scikit-learn does, unless
-    ``data["share_large_folds"]`` is set (worker threads: fits running at once
-    share one read-only copy). Data without a ``"token"`` (one-off use) is
-    split directly.
+    are made per fit, writable, as scikit-learn does. Data without a
+    ``"token"`` (one-off use) is split directly.
     """
     X, y = data["X"], data["y"]
     train, test = data["splits"][split_idx]
@@ -247,8 +242,7 @@ def split_data(estimator, data, split_idx):
         while len(_FOLDS) >= MAX_CACHED_SPLITS:
             _FOLDS.popitem(last=False)  # before making the next: never two at once
         folds = _make_folds(estimator, X, y, train, test)
-        too_big = sum(getattr(part, "nbytes", 0) for part in folds) > MAX_CACHED_FOLD_BYTES
-        if too_big and not data.get("share_large_folds", False):
+        if sum(getattr(part, "nbytes", 0) for part in folds) > MAX_CACHED_FOLD_BYTES:
             return folds
         for array in folds:
             if isinstance(array, np.ndarray):

@@ -235,8 +235,6 @@ class ParallelSearchMixin:
         ) as scheduler:
             data = scheduler.share({"X": plan.X, "y": plan.y, "splits": plan.splits})
             data["token"] = uuid.uuid4().hex  # names this fit's fold data in workers
-            # Threads running at once share one copy of a split's folds.
-            data["share_large_folds"] = scheduler.engine.uses_threads
             tasks = self._plan_tasks(plan, data, search_ctx, scheduler.engine.n_workers)
             try:
                 task_records = [self._log_task(r, plan) for r in scheduler.run(tasks)]
