@@ -4,6 +4,8 @@ Drop-in replacements for scikit-learn's searches and cross-validation that
 run every (candidate, split) fit as a task of one scheduler, on local cores.
 """
 
+from .allreduce import allreduce
+from .linear_model import AveragedSGD
 from .model_selection import (
     ParallelGridSearchCV,
     ParallelRandomizedSearchCV,
@@ -13,8 +15,10 @@ from .model_selection import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AveragedSGD",
     "ParallelGridSearchCV",
     "ParallelRandomizedSearchCV",
     "__version__",
+    "allreduce",
     "cross_val_parallel",
 ]
