@@ -154,3 +154,41 @@ def test_shards_given_as_a_list(tmp_path):
     assert ours.score(X, y) > 0.8
     with pytest.raises(ValueError, match="leave n_workers=None"):
         AveragedSGD(n_workers=3, **kw).fit(X_shards, y_shards)
+
+
+def test_dask_array_shards_stay_on_their_workers():
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                           processes=True, host="127.0.0.1",
+                                           dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        X, y = make_classification(20_000, 10, random_state=0)
+        kw = dict(max_iter=5, tol=None, random_state=0)
+        dX = da.from_array(X, chunks=(5_000, 10)).persist()
+        dy = da.from_array(y, chunks=5_000).persist()
+        blocks = distributed.futures_of(dX)
+        distributed.wait(blocks + distributed.futures_of(dy))
+        before = {k: set(v) for k, v in client.who_has(blocks).items()}
+        ours = AveragedSGD(backend=client, **kw).fit(dX, dy)
+        after = client.who_has(blocks)
+        # every block is still only where it was: no shard moved
+        assert {k: set(v) for k, v in after.items()} == before
+        assert all(len(v) == 1 for v in after.values())
+        assert ours.n_workers_ == 4 and ours.score(X, y) > 0.8
+        # the same model as in-process over the same blocks
+        shards = [X[i:i + 5_000] for i in range(0, 20_000, 5_000)]
+        labels = [y[i:i + 5_000] for i in range(0, 20_000, 5_000)]
+        reference = AveragedSGD(backend="sequential", **kw).fit(shards, labels)
+        np.testing.assert_array_equal(ours.coef_, reference.coef_)
+        # numpy data on the cluster: shards scattered once, same model as locally
+        on_dask = AveragedSGD(n_workers=2, backend=client, **kw).fit(X, y)
+        local = AveragedSGD(n_workers=2, backend="sequential", **kw).fit(X, y)
+        np.testing.assert_array_equal(on_dask.coef_, local.coef_)
+    finally:
+        client.close()
+        cluster.close()
