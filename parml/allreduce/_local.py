@@ -18,16 +18,26 @@ average from above, whatever the number of workers; the parent process
 receives one average. Every message is counted in bytes (``traffic()``).
 """
 
+import contextlib
 import mmap
 import multiprocessing
 import os
 import pickle
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import traceback
 
 import numpy as np
+try:  # joblib >= 1.6 depends on cloudpickle; older ones vendor it
+    import cloudpickle
+except ImportError:  # pragma: no cover
+    try:
+        from joblib.externals import cloudpickle
+    except ImportError:
+        cloudpickle = pickle
 from scipy import sparse
 
 from ..scheduler._sharing import temp_root
@@ -37,6 +47,34 @@ from . import _tree
 PRELOAD = ["parml.allreduce._local", "parml.linear_model", "sklearn.linear_model"]
 #: Seconds between liveness checks while waiting for the root.
 POLL_SECONDS = 0.5
+
+
+_START_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Start processes without making them re-run the user's ``__main__`` script.
+
+    ``spawn`` and ``forkserver`` children import the parent's main script
+    unless it has no ``__file__``; a script without an
+    ``if __name__ == "__main__":`` guard would then fit again in every worker.
+    The workers only run parml code (the program is cloudpickled), so the
+    script's path is hidden from them while they start.
+    """
+    main = sys.modules.get("__main__")
+    hide = main is not None and getattr(main, "__spec__", None) is None \
+        and hasattr(main, "__file__")
+    with _START_LOCK:
+        if not hide:
+            yield
+            return
+        path = main.__file__
+        del main.__file__
+        try:
+            yield
+        finally:
+            main.__file__ = path
 
 
 def _send(conn, obj):
@@ -116,6 +154,7 @@ def _worker_main(rank, n_nodes, fanout, up, downs, shard, program):
     state, failure, params = None, None, None
     traffic = []
     try:
+        program = pickle.loads(program)
         state = program.open(_open(shard[0]), _open(shard[1]), rank)
     except Exception as exc:  # reported at the first epoch
         failure = _error_message(rank, exc)
@@ -244,12 +283,16 @@ class LocalTransport:
             downs[_tree.parent(rank, fanout)].append(parent_end)
             ups[rank] = child_end
             worker_ends += [parent_end, child_end]
-        for rank in range(n):
-            proc = ctx.Process(target=_worker_main, name=f"parml-allreduce-{rank}",
-                               args=(rank, n, fanout, ups[rank], downs[rank], refs[rank],
-                                     program), daemon=True)
-            proc.start()
-            self._procs.append(proc)
+        # cloudpickle: an estimator class defined in a script travels by value,
+        # so the workers need not re-run the user's script (no __main__ guard)
+        payload = cloudpickle.dumps(program)
+        with _main_not_reimported():
+            for rank in range(n):
+                proc = ctx.Process(target=_worker_main, name=f"parml-allreduce-{rank}",
+                                   args=(rank, n, fanout, ups[rank], downs[rank],
+                                         refs[rank], payload), daemon=True)
+                proc.start()
+                self._procs.append(proc)
         for end in worker_ends:  # only the workers hold them now: EOF if one dies
             end.close()
 

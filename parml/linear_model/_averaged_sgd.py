@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 from scipy import sparse
+from sklearn import config_context
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
@@ -128,10 +129,12 @@ class _EpochProgram:
                 crit = self._loss(est, X, y) * len(y)
         seed = np.random.SeedSequence([self.seed, state["rank"], epoch]).generate_state(1)
         est.set_params(random_state=int(seed[0]))
-        if self.classes is not None:
-            est.partial_fit(X, y, classes=self.classes)
-        else:
-            est.partial_fit(X, y)
+        # the shard was checked for NaN and inf at the first pass; it has not changed
+        with config_context(assume_finite=epoch > 0 or None):
+            if self.classes is not None:
+                est.partial_fit(X, y, classes=self.classes)
+            else:
+                est.partial_fit(X, y)
         value = {"coef": est.coef_, "intercept": est.intercept_}
         return value, float(len(y)), {"loss": crit, "n": float(len(y))}
 
