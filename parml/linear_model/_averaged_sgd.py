@@ -260,7 +260,7 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
         Wall time of each epoch (all workers' passes and the AllReduce).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also
