@@ -118,7 +118,10 @@ def main():
         "(lower is better); accuracy is on the held-out rows.",
         "One-shot mixing trains one SGDClassifier per shard for all the epochs",
         "(2 loky workers) and averages the models once, at the end.",
-        f"Load average (1 min) when the run started: {load:.2f}.",
+        f"Load average (1 min) when the run started: {load:.2f} on "
+        f"{os.cpu_count()} cores; above the core count, other jobs shared the",
+        "cores, which slows AveragedSGD (it needs every core) more than the",
+        "single process (it needs one).",
     ], rows, ["method", "fit / epoch (s)", "steady epoch (s)", "fit / epoch ratio",
               "steady epoch ratio", "held-out accuracy (%)"], outro=[""])
 
