@@ -1,6 +1,5 @@
 """AveragedSGD: estimator checks, accuracy against single-process SGD, shards, errors."""
 
-import warnings
 
 import numpy as np
 import pytest

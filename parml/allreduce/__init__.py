@@ -14,7 +14,7 @@ them add the same pairs in the same order, so the result does not depend on
 the transport or on which worker finished first.
 """
 
-from ._tree import average, children, combine, nbytes, parent, spanning_tree, weighted
+from ._tree import average, children, combine, parent, spanning_tree, weighted
 
 __all__ = [
     "allreduce",

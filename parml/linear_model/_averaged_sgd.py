@@ -9,7 +9,6 @@ how parameters move between workers is the business of ``parml.allreduce``.
 """
 
 import numbers
-import os
 import time
 import warnings
 
@@ -26,7 +25,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
-from .._compat import HasMethods, Interval, StrOptions, fit_context
+from .._compat import HasMethods, Interval, fit_context
 from .._optional import import_optional
 from ..allreduce import _engines
 
