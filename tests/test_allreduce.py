@@ -202,3 +202,20 @@ def test_dask_transport_rounds_and_client_traffic(cluster_client):
     # the client got a few numbers per round, and one average when asked
     assert client_bytes[0] < 1_000
     assert all(c <= param_bytes + 2_000 for c in client_bytes)
+
+
+def test_local_transport_dead_worker_is_a_clear_error():
+    import os
+    import signal
+
+    program = ValueProgram(weights=[1, 1, 1], size=10)
+    shards = [(np.zeros((1, 1)), np.zeros(1))] * 3
+    with LocalTransport(shards, program) as transport:
+        transport.epoch(0)
+        procs = list(transport._procs)
+        victim = procs[2]
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.join(timeout=10)
+        with pytest.raises(RuntimeError, match="parml-allreduce-2 died"):
+            transport.epoch(1)
+    assert not any(p.is_alive() for p in procs)  # no orphans left behind
