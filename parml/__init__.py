@@ -2,10 +2,13 @@
 
 Drop-in replacements for scikit-learn's searches and cross-validation that
 run every (candidate, split) fit as a task of one scheduler, on local cores
-or a cluster, and bagged ensembles whose members are tasks of the same scheduler.
+or a cluster; bagged ensembles whose members are tasks of the same scheduler;
+and SGD on data shards, averaged every epoch by a spanning-tree AllReduce.
 """
 
+from .allreduce import allreduce
 from .ensemble import BaggedForest
+from .linear_model import AveragedSGD
 from .model_selection import (
     ParallelGridSearchCV,
     ParallelRandomizedSearchCV,
@@ -15,9 +18,11 @@ from .model_selection import (
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AveragedSGD",
     "BaggedForest",
     "ParallelGridSearchCV",
     "ParallelRandomizedSearchCV",
     "__version__",
+    "allreduce",
     "cross_val_parallel",
 ]

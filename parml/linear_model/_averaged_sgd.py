@@ -1,0 +1,624 @@
+"""AveragedSGD: SGD on data shards, the parameters averaged after every epoch.
+
+Iterative parameter mixing: ``k`` workers each hold one shard of the rows;
+every epoch each runs one pass of the wrapped estimator's ``partial_fit`` over
+its shard, starting from the current averaged parameters, and an AllReduce
+(:func:`parml.allreduce`) averages ``coef_`` and ``intercept_`` weighted by the
+shard sizes. This module plans shards and epochs and decides when to stop;
+how parameters move between workers is the business of ``parml.allreduce``.
+"""
+
+import numbers
+import time
+import warnings
+
+import numpy as np
+from scipy import sparse
+from sklearn import config_context
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import SGDClassifier
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils import check_random_state, get_tags
+from sklearn.utils.extmath import safe_sparse_dot
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+
+from .._compat import HasMethods, Interval, fit_context
+from .._optional import import_optional
+from ..allreduce import _engines
+
+#: Below this many values (rows x features), ``backend=None`` stays in-process.
+IN_PROCESS_BELOW = 100_000
+#: ``n_workers=None`` gives each worker at least this many rows.
+MIN_ROWS_PER_WORKER = 1_000
+
+
+def _estimator_has(attr):
+    def check(self):
+        est = getattr(self, "estimator_", None)
+        if est is None:
+            est = self._template()
+        return hasattr(est, attr)
+
+    return check
+
+
+# --------------------------------------------------------------------------- #
+# The per-worker program: what one node does with its shard each epoch.        #
+# --------------------------------------------------------------------------- #
+
+
+def _margins(y, classes):
+    """+1 / -1 targets of each one-vs-rest problem (binary: one column)."""
+    if len(classes) == 2:
+        return np.where(y == classes[1], 1.0, -1.0)[:, None]
+    return np.where(y[:, None] == classes[None, :], 1.0, -1.0)
+
+
+def _mean_loss(name, scores, y, epsilon):
+    """Mean per-sample loss, as sklearn's SGD names them (``y`` in {-1, 1} or real)."""
+    if name in ("hinge", "perceptron", "squared_hinge", "log_loss", "modified_huber"):
+        z = y * scores
+        if name == "hinge":
+            loss = np.maximum(0.0, 1.0 - z)
+        elif name == "perceptron":
+            loss = np.maximum(0.0, -z)
+        elif name == "squared_hinge":
+            loss = np.maximum(0.0, 1.0 - z) ** 2
+        elif name == "log_loss":
+            loss = np.logaddexp(0.0, -z)
+        else:
+            loss = np.where(z >= 1.0, 0.0, np.where(z >= -1.0, (1.0 - z) ** 2, -4.0 * z))
+    else:
+        r = np.abs(scores - y)
+        if name == "squared_error":
+            loss = 0.5 * r ** 2
+        elif name == "huber":
+            loss = np.where(r <= epsilon, 0.5 * r ** 2, epsilon * (r - 0.5 * epsilon))
+        elif name == "epsilon_insensitive":
+            loss = np.maximum(0.0, r - epsilon)
+        else:  # squared_epsilon_insensitive
+            loss = np.maximum(0.0, r - epsilon) ** 2
+    return float(loss.sum(axis=0).mean() if loss.ndim == 1 else loss.mean(axis=0).sum())
+
+
+_KNOWN_LOSSES = {"hinge", "perceptron", "squared_hinge", "log_loss", "modified_huber",
+                 "squared_error", "huber", "epsilon_insensitive",
+                 "squared_epsilon_insensitive"}
+
+
+class _EpochProgram:
+    """One node's work: keep a clone of the estimator, pass over the shard.
+
+    ``step`` depends only on (shard, parameters, epoch), so every transport
+    gives the same result. The criterion of epoch ``e`` is measured on the
+    average of epoch ``e - 1`` (the parameters the node starts from).
+    """
+
+    def __init__(self, estimator, classes, seed, n_total, criterion):
+        self.estimator = estimator
+        self.classes = classes
+        self.seed = seed
+        self.n_total = n_total
+        self.criterion = criterion
+
+    def open(self, X, y, rank):
+        est = clone(self.estimator)
+        if self.classes is not None:
+            present = np.unique(y)
+            missing = np.setdiff1d(self.classes, present)
+            if len(missing):
+                raise ValueError(
+                    f"Shard {rank} has no sample of class(es) {missing.tolist()}; every "
+                    "shard must see every class. Shuffle the rows across shards, pass "
+                    "fewer, larger shards, or use fewer workers (n_workers).")
+        return {"est": est, "X": X, "y": y, "rank": rank}
+
+    def step(self, state, params, epoch):
+        est, X, y = state["est"], state["X"], state["y"]
+        crit = 0.0
+        if params is not None:
+            est.coef_ = np.array(params["coef"], copy=True)
+            est.intercept_ = np.array(params["intercept"], copy=True)
+            # the learning-rate schedule counts the samples seen by all nodes
+            est.t_ = 1.0 + epoch * self.n_total
+            if self.criterion:
+                crit = self._loss(est, X, y) * len(y)
+        seed = np.random.SeedSequence([self.seed, state["rank"], epoch]).generate_state(1)
+        est.set_params(random_state=int(seed[0]))
+        # the shard was checked for NaN and inf at the first pass; it has not changed
+        with config_context(assume_finite=epoch > 0 or None):
+            if self.classes is not None:
+                est.partial_fit(X, y, classes=self.classes)
+            else:
+                est.partial_fit(X, y)
+        value = {"coef": est.coef_, "intercept": est.intercept_}
+        return value, float(len(y)), {"loss": crit, "n": float(len(y))}
+
+    def _loss(self, est, X, y):
+        scores = safe_sparse_dot(X, est.coef_.T)
+        scores = np.asarray(scores) + est.intercept_
+        name = getattr(est, "loss", None)
+        epsilon = getattr(est, "epsilon", 0.1)
+        if self.classes is not None:
+            return _mean_loss(name, scores.reshape(len(y), -1), _margins(y, self.classes),
+                              epsilon)
+        return _mean_loss(name, scores.ravel(), np.asarray(y, dtype=float), epsilon)
+
+
+# --------------------------------------------------------------------------- #
+# Shards                                                                       #
+# --------------------------------------------------------------------------- #
+
+
+def shard_rows(y, n_shards, random_state, stratify):
+    """Row indices of each shard, sorted; classes dealt evenly when ``stratify``.
+
+    Rows are drawn at random (fixed by ``random_state``); with ``stratify``
+    each class is dealt round robin, so every shard gets its share of every
+    class (a class with at least ``n_shards`` samples reaches every shard).
+    """
+    n = len(y)
+    order = random_state.permutation(n)
+    if stratify:
+        _, codes = np.unique(y, return_inverse=True)
+        order = order[np.argsort(codes[order], kind="stable")]
+    owner = np.empty(n, dtype=np.intp)
+    owner[order] = np.arange(n) % n_shards
+    return [np.flatnonzero(owner == s) for s in range(n_shards)]
+
+
+# --------------------------------------------------------------------------- #
+# The estimator                                                                #
+# --------------------------------------------------------------------------- #
+
+
+class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
+    """Linear model trained by SGD on data shards, averaged after every epoch.
+
+    Iterative parameter mixing (as Vowpal Wabbit's AllReduce): the rows are
+    split into ``n_workers`` shards (stratified for classifiers, so every
+    shard sees every class). Each epoch, every worker makes one pass of the
+    wrapped estimator's ``partial_fit`` over its shard, starting from the
+    current averaged parameters; then :func:`parml.allreduce` averages
+    ``coef_`` and ``intercept_`` weighted by shard sizes. With ``k`` workers an
+    epoch takes about ``1/k`` of a single-process epoch, at about the same
+    accuracy.
+
+    Workers are long-lived processes that keep their shard (a read-only
+    memory map) across epochs; only the parameters move. On a Dask cluster
+    each shard lives on a worker and each epoch is a task there.
+
+    Read more in the :doc:`user guide </averaged_sgd>`.
+
+    Parameters
+    ----------
+    estimator : estimator object, default=None
+        A linear model with ``partial_fit``, ``coef_`` and ``intercept_``:
+        ``SGDClassifier`` (the default, ``SGDClassifier()``),
+        ``SGDRegressor``, ``Perceptron``, ``PassiveAggressiveClassifier`` or
+        ``PassiveAggressiveRegressor``. Its own ``max_iter``, ``tol``,
+        ``shuffle`` and ``random_state`` are replaced by this object's.
+    n_workers : int, default=None
+        Number of shards and workers. ``None``: the number of cores (the
+        number of Dask workers on a cluster), capped so each worker has at
+        least 1,000 rows and, for classifiers, every shard sees every class.
+        Given shards (a list, or a Dask array's blocks) set it themselves.
+    max_iter : int, default=1000
+        Maximum number of epochs (passes over all the data).
+    tol : float or None, default=1e-3
+        Stop when the training loss has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs in a row, as ``SGDClassifier`` does.
+        ``None``: run ``max_iter`` epochs. The loss is that of the averaged
+        model over all shards (the wrapped estimator's loss, without penalty),
+        measured at the start of the next epoch, so stopping is decided one
+        epoch later than by a single-process SGD.
+    n_iter_no_change : int, default=5
+        Epochs without improvement before stopping.
+    shuffle : bool, default=True
+        Shuffle each shard before every pass (a new order each epoch).
+    backend : {None, "loky", "sequential", "dask"}, str address or \
+            distributed.Client, default=None
+        Where workers run. ``None``: local worker processes, or in this
+        process when the data has fewer than 100,000 values (rows x features)
+        or there is one worker, where processes would cost more than they
+        save; inside ``joblib.parallel_config("dask")`` the Dask cluster.
+        ``"loky"``: local worker processes (parml's own long-lived processes,
+        whatever the size). ``"sequential"``: every shard in this process, one
+        after the other (the same result, no parallelism). ``"dask"``, a
+        scheduler address or a ``Client``: a Dask cluster.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the shard assignment and each worker's shuffling. A fixed value
+        gives the same model whatever the backend or scheduling order.
+    verbose : int, default=0
+        Print the loss and time of each epoch.
+    progress : bool, default=False
+        Show a progress bar over epochs (``parml[progress]``).
+
+    Attributes
+    ----------
+    estimator_ : estimator object
+        A clone of ``estimator`` holding the averaged parameters; predictions
+        are delegated to it.
+    coef_ : ndarray
+        Averaged coefficients, shaped as the wrapped estimator's.
+    intercept_ : ndarray
+        Averaged intercept.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (classifiers only).
+    n_iter_ : int
+        Epochs run.
+    n_workers_ : int
+        Shards (workers) used.
+    loss_curve_ : list of float
+        Training loss of the averaged model after each epoch but the last
+        (empty when ``tol=None``).
+    epoch_times_ : list of float
+        Wall time of each epoch (all workers' passes and the AllReduce).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when ``X`` has string column names.
+
+    See Also
+    --------
+    parml.allreduce : the tree reduce used after every epoch.
+    sklearn.linear_model.SGDClassifier : the single-process model.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from parml import AveragedSGD
+    >>> X, y = make_classification(2000, 20, random_state=0)
+    >>> model = AveragedSGD(n_workers=2, max_iter=5, tol=None, random_state=0)
+    >>> model.fit(X, y).score(X, y) > 0.8
+    True
+    """
+
+    _parameter_constraints = {
+        "estimator": [None, HasMethods(["partial_fit", "fit"])],
+        "n_workers": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [None, Interval(numbers.Real, None, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "backend": "no_validation",  # checked by parml.allreduce at fit
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "progress": ["boolean"],
+    }
+
+    def __init__(self, estimator=None, *, n_workers=None, max_iter=1000, tol=1e-3,
+                 n_iter_no_change=5, shuffle=True, backend=None, random_state=None,
+                 verbose=0, progress=False):
+        self.estimator = estimator
+        self.n_workers = n_workers
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.shuffle = shuffle
+        self.backend = backend
+        self.random_state = random_state
+        self.verbose = verbose
+        self.progress = progress
+
+    # -- type and tags follow the wrapped estimator ------------------------- #
+
+    def _template(self):
+        return SGDClassifier() if self.estimator is None else self.estimator
+
+    def _is_classifier(self):
+        return get_tags(self._template()).estimator_type == "classifier"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = get_tags(self._template())
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = inner.classifier_tags
+        tags.regressor_tags = inner.regressor_tags
+        tags.target_tags.required = True
+        tags.target_tags.single_output = inner.target_tags.single_output
+        tags.target_tags.multi_output = inner.target_tags.multi_output
+        tags.input_tags.sparse = inner.input_tags.sparse
+        return tags
+
+    # -- fit ---------------------------------------------------------------- #
+
+    def _check_estimator(self):
+        est = self._template()
+        if not hasattr(est, "partial_fit"):
+            raise TypeError(
+                f"AveragedSGD needs an estimator with partial_fit; "
+                f"{type(est).__name__} has none. Use SGDClassifier, SGDRegressor, "
+                "Perceptron or PassiveAggressiveClassifier/Regressor.")
+        if not hasattr(type(est), "densify") and not _is_linear(est):
+            raise TypeError(
+                f"AveragedSGD averages linear parameters (coef_ and intercept_); "
+                f"{type(est).__name__} does not have them. Use SGDClassifier, "
+                "SGDRegressor, Perceptron or PassiveAggressiveClassifier/Regressor.")
+        params = est.get_params()
+        if params.get("average"):
+            raise ValueError(
+                "AveragedSGD cannot wrap an estimator with average=True (its averaged "
+                "and raw weights would diverge); set average=False on the estimator.")
+        overrides = {"shuffle": self.shuffle, "max_iter": 1, "tol": None,
+                     "early_stopping": False, "warm_start": False, "n_jobs": None,
+                     "verbose": 0}
+        return clone(est).set_params(**{k: v for k, v in overrides.items() if k in params})
+
+    @fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y):
+        """Fit the averaged linear model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features), \
+                list of arrays, or dask array
+            Training data. A list (or tuple) of arrays is taken as shards
+            already split (one per worker, ``y`` a list of the same length);
+            a dask array's row blocks are the shards, each used where it lives.
+        y : array-like of shape (n_samples,), list of arrays, or dask array
+            Target values (class labels for classifiers).
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        template = self._check_estimator()
+        is_classifier = self._is_classifier()
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        source = _engines.source_kind(X)
+        if source == "arrays":
+            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64,
+                                 order="C", y_numeric=not is_classifier)
+            if is_classifier:
+                check_classification_targets(y)
+            classes = np.unique(y) if is_classifier else None
+            n_samples = X.shape[0]
+            if is_classifier and len(classes) < 2:
+                raise ValueError(
+                    f"The number of classes has to be greater than one; got "
+                    f"{len(classes)} class. AveragedSGD needs samples of at least 2 "
+                    "classes.")
+            backend = _engines.resolve_backend(self.backend)
+            k = self._n_workers(n_samples, y if is_classifier else None, backend)
+            rows = shard_rows(y, k, rng, stratify=is_classifier)
+            in_process = backend == "sequential" or k == 1 or (
+                self.backend is None and backend == "loky"
+                and n_samples * X.shape[1] < IN_PROCESS_BELOW)
+            open_transport = lambda program: _engines.rows_transport(  # noqa: E731
+                backend, X, y, rows, program, in_process=in_process)
+        else:
+            shards, n_features = self._check_shards(X, y, source)
+            backend = _engines.resolve_backend(self.backend, default_dask=source == "dask")
+            open_transport, sizes, classes = _engines.shards_transport(
+                backend, source, shards, is_classifier)
+            n_samples = int(sum(sizes))
+            if self.n_workers is not None and self.n_workers != len(sizes):
+                raise ValueError(
+                    f"n_workers={self.n_workers} but {len(sizes)} shards were given; "
+                    "leave n_workers=None with shards.")
+            if is_classifier and len(classes) < 2:
+                raise ValueError("The number of classes has to be greater than one; "
+                                 f"got {len(classes)} class.")
+            self.n_features_in_ = n_features
+            k = len(sizes)
+        program = _EpochProgram(template, classes, seed, n_samples, self.tol is not None)
+        self._run(lambda: open_transport(program), k, template, classes, n_samples)
+        return self
+
+    def _check_shards(self, X, y, source):
+        if source == "dask":
+            if X.ndim != 2 or y is None or getattr(y, "ndim", 0) != 1:
+                raise ValueError("With a dask array X (2-D), y must be a 1-D dask array.")
+            return (X, y), X.shape[1]
+        if not isinstance(y, (list, tuple)) or len(y) != len(X):
+            raise ValueError(
+                f"X is a list of {len(X)} shards; y must be a list of as many target "
+                "arrays, one per shard.")
+        is_classifier = self._is_classifier()
+        shards = []
+        for Xi, yi in zip(X, y):
+            if not (sparse.issparse(Xi) or (isinstance(Xi, np.ndarray)
+                                            and Xi.dtype == np.float64
+                                            and Xi.flags.c_contiguous)):
+                Xi = check_array(Xi, accept_sparse="csr", dtype=np.float64, order="C")
+            if sparse.issparse(Xi):
+                Xi = check_array(Xi, accept_sparse="csr", dtype=np.float64)
+            yi = column_or_1d(yi, warn=True)
+            if not is_classifier:
+                yi = yi.astype(np.float64, copy=False)
+            if Xi.ndim != 2 or Xi.shape[0] != len(yi) or Xi.shape[0] == 0:
+                raise ValueError("Each shard needs a non-empty 2-D X with one target "
+                                 f"per row; got X {Xi.shape} and y {yi.shape}.")
+            shards.append((Xi, yi))
+        n_features = {s[0].shape[1] for s in shards}
+        if len(n_features) != 1:
+            raise ValueError(f"All shards must have the same number of features; "
+                             f"got {sorted(n_features)}.")
+        return shards, n_features.pop()
+
+    def _n_workers(self, n_samples, y, backend):
+        if self.n_workers is not None:
+            k = self.n_workers
+            if k > n_samples:
+                raise ValueError(
+                    f"n_workers={k} is more than the {n_samples} samples; every worker "
+                    f"needs rows. Use n_workers <= {n_samples}.")
+            if y is not None:
+                labels, counts = np.unique(y, return_counts=True)
+                if counts.min() < k:
+                    rare = labels[np.argmin(counts)]
+                    raise ValueError(
+                        f"Class {rare!r} has only {counts.min()} samples, so some of the "
+                        f"{k} shards would miss it and every shard must see every "
+                        f"class. Use n_workers <= {counts.min()}, or n_workers=None.")
+            return k
+        cores = _engines.default_workers(backend)
+        k = min(cores, max(1, n_samples // MIN_ROWS_PER_WORKER))
+        if y is not None:
+            k = min(k, int(np.unique(y, return_counts=True)[1].min()))
+        return max(1, k)
+
+    def _run(self, open_transport, k, template, classes, n_total):
+        bar = _progress(self.progress, self.max_iter)
+        best, no_improvement = np.inf, 0
+        self.loss_curve_, self.epoch_times_ = [], []
+        epoch = 0
+        try:
+            with open_transport() as transport:
+                for epoch in range(self.max_iter):
+                    start = time.perf_counter()
+                    extras = transport.epoch(epoch)
+                    self.epoch_times_.append(time.perf_counter() - start)
+                    bar.update(1)
+                    if self.verbose:
+                        print(f"-- Epoch {epoch + 1}, {k} workers, time "
+                              f"{self.epoch_times_[-1]:.3f} s", flush=True)
+                    if self.tol is None or epoch == 0:
+                        continue
+                    loss = float(extras["loss"]) / float(extras["n"])
+                    self.loss_curve_.append(loss)
+                    if self.verbose:
+                        print(f"   training loss of the average after epoch {epoch}: "
+                              f"{loss:.6f}", flush=True)
+                    if loss > best - self.tol:
+                        no_improvement += 1
+                    else:
+                        no_improvement = 0
+                    best = min(best, loss)
+                    if no_improvement >= self.n_iter_no_change:
+                        break
+                params = transport.result()
+        finally:
+            bar.close()
+        self.n_iter_ = epoch + 1
+        self.n_workers_ = k
+        if self.tol is not None and self.n_iter_ == self.max_iter:
+            warnings.warn("Maximum number of iteration reached before convergence. "
+                          "Consider increasing max_iter to improve the fit.",
+                          ConvergenceWarning)
+        est = clone(template)
+        est.coef_ = np.asarray(params["coef"])
+        est.intercept_ = np.asarray(params["intercept"])
+        est.t_ = 1.0 + self.n_iter_ * n_total
+        est.n_iter_ = self.n_iter_
+        est.n_features_in_ = self.n_features_in_
+        if classes is not None:
+            est.classes_ = classes
+            self.classes_ = classes
+        self.estimator_ = est
+        self.coef_ = est.coef_
+        self.intercept_ = est.intercept_
+
+    # -- predictions -------------------------------------------------------- #
+
+    def _validated(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, accept_sparse="csr", reset=False)
+
+    def predict(self, X):
+        """Predict with the averaged model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+        """
+        X = self._validated(X)
+        return self.estimator_.predict(X)
+
+    @available_if(_estimator_has("decision_function"))
+    def decision_function(self, X):
+        """Confidence scores of the averaged model (classifiers).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        X = self._validated(X)
+        return self.estimator_.decision_function(X)
+
+    @available_if(_estimator_has("predict_proba"))
+    def predict_proba(self, X):
+        """Class probabilities, where the wrapped estimator has them.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        X = self._validated(X)
+        return self.estimator_.predict_proba(X)
+
+    @available_if(_estimator_has("predict_log_proba"))
+    def predict_log_proba(self, X):
+        """Log of class probabilities, where the wrapped estimator has them.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        X = self._validated(X)
+        return self.estimator_.predict_log_proba(X)
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy (classifiers) or R^2 (regressors) of the averaged model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+        """
+        metric = accuracy_score if self._is_classifier() else r2_score
+        return float(metric(y, self.predict(X), sample_weight=sample_weight))
+
+
+def _is_linear(est):
+    names = set(dir(type(est)))
+    return "partial_fit" in names and ("decision_function" in names or "predict" in names) \
+        and hasattr(est, "get_params") and _fits_coef(est)
+
+
+def _fits_coef(est):
+    """Whether the estimator class documents (or is known for) ``coef_``."""
+    doc = type(est).__doc__ or ""
+    return "coef_" in doc and "intercept_" in doc
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(enabled, total):
+    if not enabled:
+        return _NoBar()
+    tqdm = import_optional("tqdm.auto", extra="progress", purpose="progress=True")
+    return tqdm.tqdm(total=total, desc="AveragedSGD", unit="epoch", dynamic_ncols=True)

@@ -1,0 +1,193 @@
+"""AveragedSGD: estimator checks, accuracy against single-process SGD, shards, errors."""
+
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification, make_regression
+from sklearn.linear_model import Perceptron, SGDClassifier, SGDRegressor
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from parml import AveragedSGD
+
+
+@parametrize_with_checks([AveragedSGD(), AveragedSGD(SGDRegressor())])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+def one_shot_mixing(X, y, n_workers, epochs, random_state):
+    """Train one SGDClassifier per shard independently; average once at the end."""
+    from sklearn.utils import check_random_state
+
+    from parml.linear_model._averaged_sgd import shard_rows
+
+    rows = shard_rows(y, n_workers, check_random_state(random_state), stratify=True)
+    models = [SGDClassifier(max_iter=epochs, tol=None, random_state=i).fit(X[r], y[r])
+              for i, r in enumerate(rows)]
+    sizes = [len(r) for r in rows]
+    mixed = models[0]
+    mixed.coef_ = np.average([m.coef_ for m in models], axis=0, weights=sizes)
+    mixed.intercept_ = np.average([m.intercept_ for m in models], axis=0, weights=sizes)
+    return mixed
+
+
+@pytest.fixture(scope="module")
+def big_problem():
+    X, y = make_classification(250_000, 50, n_informative=25, random_state=1)
+    return X[:200_000], y[:200_000], X[200_000:], y[200_000:]
+
+
+def test_accuracy_of_two_workers_matches_single_sgd_and_beats_one_shot(big_problem):
+    X, y, X_test, y_test = big_problem
+    epochs = 5
+    ours = AveragedSGD(n_workers=2, max_iter=epochs, tol=None, random_state=0).fit(X, y)
+    assert ours.n_workers_ == 2 and ours.n_iter_ == epochs
+    single = SGDClassifier(max_iter=epochs, tol=None, random_state=0).fit(X, y)
+    once = one_shot_mixing(X, y, 2, epochs, random_state=0)
+    acc, acc_single, acc_once = (m.score(X_test, y_test) for m in (ours, single, once))
+    assert acc >= acc_single - 0.005, (acc, acc_single)
+    assert acc > acc_once, (acc, acc_once)
+    # the worker processes computed exactly what the in-process reference does
+    reference = AveragedSGD(n_workers=2, max_iter=epochs, tol=None, random_state=0,
+                            backend="sequential").fit(X, y)
+    np.testing.assert_array_equal(ours.coef_, reference.coef_)
+    np.testing.assert_array_equal(ours.intercept_, reference.intercept_)
+
+
+def test_tol_stops_like_sgd(big_problem):
+    X, y, X_test, y_test = big_problem
+    X, y = X[:40_000], y[:40_000]
+    model = AveragedSGD(n_workers=3, backend="loky", random_state=0).fit(X, y)
+    assert 1 < model.n_iter_ < model.max_iter
+    assert len(model.loss_curve_) == model.n_iter_ - 1
+    assert model.score(X_test, y_test) > 0.75
+
+
+def test_regressor_and_wrapped_classifiers():
+    from sklearn.base import is_classifier, is_regressor
+
+    X, y = make_regression(20_000, 20, noise=1.0, random_state=0)
+    model = AveragedSGD(SGDRegressor(), n_workers=2, max_iter=10, tol=None, random_state=0,
+                        backend="loky").fit(X, y)
+    single = SGDRegressor(max_iter=10, tol=None, random_state=0).fit(X, y)
+    assert is_regressor(model) and not is_classifier(model)
+    assert model.coef_.shape == single.coef_.shape
+    assert model.score(X, y) == pytest.approx(single.score(X, y), abs=0.01)
+
+    Xc, yc = make_classification(3000, 10, n_classes=3, n_informative=5, random_state=0)
+    for est in [Perceptron(), SGDClassifier(loss="log_loss")]:
+        fitted = AveragedSGD(est, n_workers=2, max_iter=10, tol=None, random_state=0,
+                             backend="sequential").fit(Xc, yc)
+        assert is_classifier(fitted)
+        assert fitted.coef_.shape == (3, 10) and list(fitted.classes_) == [0, 1, 2]
+        assert fitted.score(Xc, yc) > 0.6
+    assert hasattr(fitted, "predict_proba")
+    np.testing.assert_allclose(fitted.predict_proba(Xc[:5]).sum(axis=1), 1.0)
+    assert not hasattr(AveragedSGD(), "predict_proba")  # hinge loss has none
+
+
+@pytest.mark.parametrize("estimator, error, match", [
+    ("logistic", TypeError, "partial_fit"),
+    ("naive_bayes", TypeError, "coef_ and intercept_"),
+    ("average", ValueError, "average=False"),
+])
+def test_bad_estimators(estimator, error, match):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import MultinomialNB
+
+    est = {"logistic": LogisticRegression(), "naive_bayes": MultinomialNB(),
+           "average": SGDClassifier(average=True)}[estimator]
+    X, y = make_classification(100, 5, random_state=0)
+    with pytest.raises(error, match=match):
+        AveragedSGD(est).fit(np.abs(X), y)
+
+
+def test_bad_worker_counts_and_shards():
+    X, y = make_classification(100, 5, random_state=0)
+    with pytest.raises(ValueError, match="n_workers <= 100"):
+        AveragedSGD(n_workers=101).fit(X, y)
+    y_rare = y.copy()
+    y_rare[:] = 0
+    y_rare[:2] = 1
+    with pytest.raises(ValueError, match="n_workers <= 2"):
+        AveragedSGD(n_workers=3).fit(X, y_rare)
+    # given shards: the second has no sample of class 1
+    shards_X, shards_y = [X[:50], X[50:]], [y[:50], np.zeros(50, dtype=int)]
+    for backend in ["sequential", "loky"]:
+        with pytest.raises(ValueError, match="Shard 1 has no sample of class"):
+            AveragedSGD(backend=backend).fit(shards_X, shards_y)
+    with pytest.raises(ValueError, match="as many target arrays"):
+        AveragedSGD().fit([X[:50], X[50:]], y)
+    with pytest.raises(ValueError, match="backend"):
+        AveragedSGD(backend="threading").fit(X, y)
+
+
+def test_pipeline_and_parallel_grid_search():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from parml import ParallelGridSearchCV
+
+    X, y = make_classification(2000, 10, random_state=0)
+    pipe = make_pipeline(StandardScaler(), AveragedSGD(max_iter=10, tol=None, random_state=0))
+    assert pipe.fit(X, y).score(X, y) > 0.8
+    search = ParallelGridSearchCV(
+        AveragedSGD(n_workers=2, max_iter=10, tol=None, random_state=0),
+        {"estimator": [SGDClassifier(alpha=1e-4), SGDClassifier(alpha=1e-2)]},
+        cv=2, n_jobs=2).fit(X, y)
+    assert search.best_score_ > 0.8
+    assert isinstance(search.best_estimator_, AveragedSGD)
+
+
+def test_shards_given_as_a_list(tmp_path):
+    X, y = make_classification(30_000, 20, random_state=0)
+    X_shards, y_shards = [X[:10_000], X[10_000:]], [y[:10_000], y[10_000:]]
+    # a shard that is already a memory map is opened in place by its worker
+    np.save(tmp_path / "x1.npy", X_shards[1])
+    X_shards[1] = np.load(tmp_path / "x1.npy", mmap_mode="r")
+    kw = dict(max_iter=5, tol=None, random_state=0)
+    ours = AveragedSGD(backend="loky", **kw).fit(X_shards, y_shards)
+    reference = AveragedSGD(backend="sequential", **kw).fit(X_shards, y_shards)
+    assert ours.n_workers_ == 2 and ours.n_features_in_ == 20
+    np.testing.assert_array_equal(ours.coef_, reference.coef_)
+    assert ours.score(X, y) > 0.8
+    with pytest.raises(ValueError, match="leave n_workers=None"):
+        AveragedSGD(n_workers=3, **kw).fit(X_shards, y_shards)
+
+
+def test_dask_array_shards_stay_on_their_workers():
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                           processes=True, host="127.0.0.1",
+                                           dashboard_address=None)
+    client = distributed.Client(cluster)
+    try:
+        X, y = make_classification(20_000, 10, random_state=0)
+        kw = dict(max_iter=5, tol=None, random_state=0)
+        dX = da.from_array(X, chunks=(5_000, 10)).persist()
+        dy = da.from_array(y, chunks=5_000).persist()
+        blocks = distributed.futures_of(dX)
+        distributed.wait(blocks + distributed.futures_of(dy))
+        before = {k: set(v) for k, v in client.who_has(blocks).items()}
+        ours = AveragedSGD(backend=client, **kw).fit(dX, dy)
+        after = client.who_has(blocks)
+        # every block is still only where it was: no shard moved
+        assert {k: set(v) for k, v in after.items()} == before
+        assert all(len(v) == 1 for v in after.values())
+        assert ours.n_workers_ == 4 and ours.score(X, y) > 0.8
+        # the same model as in-process over the same blocks
+        shards = [X[i:i + 5_000] for i in range(0, 20_000, 5_000)]
+        labels = [y[i:i + 5_000] for i in range(0, 20_000, 5_000)]
+        reference = AveragedSGD(backend="sequential", **kw).fit(shards, labels)
+        np.testing.assert_array_equal(ours.coef_, reference.coef_)
+        # numpy data on the cluster: shards scattered once, same model as locally
+        on_dask = AveragedSGD(n_workers=2, backend=client, **kw).fit(X, y)
+        local = AveragedSGD(n_workers=2, backend="sequential", **kw).fit(X, y)
+        np.testing.assert_array_equal(on_dask.coef_, local.coef_)
+    finally:
+        client.close()
+        cluster.close()
