@@ -16,8 +16,8 @@ class CountingClassifier(ClassifierMixin, BaseEstimator):
     ``crash_on`` makes the fit of candidate ``c == crash_on`` kill its worker:
     with ``"exit"`` via ``os._exit``, with ``"segfault"`` by reading address 0;
     with ``crash_once_marker`` only the first time. ``sleep_on`` makes that
-    candidate sleep ``delay_on`` seconds; ``raise_on`` makes it raise. The score is deterministic: it
-    depends on ``c`` and the test labels only.
+    candidate sleep ``delay_on`` seconds; ``raise_on`` makes it raise. The score is
+    deterministic: it depends on ``c`` and the test labels only.
     """
 
     def __init__(self, c=0, delay=0.0, log_dir=None, crash_on=None, crash_how="exit",

@@ -106,8 +106,8 @@ def test_accuracy_matches_sklearn_random_forest_and_bagging(load):
 
 def test_regression_matches_sklearn():
     X, y = load_diabetes(return_X_y=True)
-    make = lambda s: BaggedForest(DecisionTreeRegressor(), n_estimators=40, random_state=s)
-    ours = _held_out_scores(make, X, y)
+    ours = _held_out_scores(lambda s: BaggedForest(DecisionTreeRegressor(), n_estimators=40,
+                                                   random_state=s), X, y)
     forest = _held_out_scores(lambda s: RandomForestRegressor(40, random_state=s), X, y)
     bagging = _held_out_scores(lambda s: BaggingRegressor(DecisionTreeRegressor(), 40,
                                                           random_state=s), X, y)

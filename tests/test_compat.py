@@ -94,6 +94,7 @@ def test_callback_hooks_present_when_sklearn_has_callbacks():
     search = GridSearchCV(LogisticRegression(), {"C": [1]})
     if not hasattr(search, "set_callbacks"):
         pytest.skip("this scikit-learn has no callback API")
+
     class Quiet:
         def setup(self, estimator, context):
             pass

@@ -15,7 +15,9 @@ from sklearn.svm import SVC  # noqa: E402
 
 from _doubles import CountingBox, CountingClassifier, box_identity, count_fits  # noqa: E402
 from _oracle import assert_same_search  # noqa: E402
-from parml import ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel  # noqa: E402
+from parml import (  # noqa: E402
+    ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel,
+)
 from parml.scheduler import Scheduler, Task  # noqa: E402
 
 X, y = load_digits(return_X_y=True)

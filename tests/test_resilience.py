@@ -45,7 +45,8 @@ def test_grown_grid_fits_only_new_candidates(tmp_path):
     grown = {"c": [0, 1, 2, 3, 4]}
     ours = search(CountingClassifier(log_dir=str(log)), grown, memory=store, refit=False).fit(X, y)
     assert count_fits(log) == 15
-    assert_same_search(ours, GridSearchCV(CountingClassifier(), grown, cv=3, refit=False).fit(X, y))
+    reference = GridSearchCV(CountingClassifier(), grown, cv=3, refit=False).fit(X, y)
+    assert_same_search(ours, reference)
 
 
 @pytest.mark.parametrize("change", ["data", "params", "scorer", "estimator", "groups",

@@ -58,7 +58,8 @@ def test_missing_or_duplicate_keys_are_errors():
 
 
 def test_param_arrays_mask_and_dtype():
-    params = [{"kernel": "rbf", "gamma": 0.1}, {"kernel": "linear"}, {"kernel": "rbf", "gamma": 1.0}]
+    params = [{"kernel": "rbf", "gamma": 0.1}, {"kernel": "linear"},
+              {"kernel": "rbf", "gamma": 1.0}]
     arrays = param_arrays(params)
     assert arrays["param_kernel"].dtype == object
     assert arrays["param_gamma"].dtype == np.float64

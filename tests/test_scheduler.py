@@ -115,6 +115,7 @@ def test_unknown_backend_lists_valid_names():
 def test_progress_bar_counts_finished_tasks(capsys):
     pytest.importorskip("tqdm")
     with Scheduler(n_jobs=1, progress=True, desc="demo") as scheduler:
-        list(scheduler.run([Task(key=i, func=slow_square, kwargs={"x": i, "delay": 0}) for i in range(5)]))
+        list(scheduler.run([Task(key=i, func=slow_square, kwargs={"x": i, "delay": 0})
+                            for i in range(5)]))
     err = capsys.readouterr().err
     assert "demo" in err and "5/5" in err

@@ -58,7 +58,8 @@ def test_inconsistent_lengths():
 
 
 def test_unknown_backend_lists_valid_ones():
-    with pytest.raises(ValueError, match=r"'backend' parameter .*'loky'.*'threading'.*got 'lokky'"):
+    message = r"'backend' parameter .*'loky'.*'threading'.*got 'lokky'"
+    with pytest.raises(ValueError, match=message):
         fit(backend="lokky")
 
 

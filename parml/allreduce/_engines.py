@@ -107,13 +107,13 @@ def rows_transport(backend, X, y, rows, program, in_process=False, fanout=2):
 
 def shards_transport(backend, source, shards, is_classifier, fanout=2):
     """``(open(program), shard sizes, classes)`` for shards given by the user."""
+    from ._dask import DaskTransport, dask_shards  # light: imports Dask lazily
+
     if source == "list":
         sizes = [len(y) for _, y in shards]
         classes = np.unique(np.concatenate([np.unique(y) for _, y in shards])) \
             if is_classifier else None
         if isinstance(backend, _Dask):
-            from ._dask import DaskTransport
-
             client = backend.client
             workers = sorted(client.scheduler_info()["workers"])
             futures = [(client.scatter(X, workers=[workers[i % len(workers)]], hash=False),
@@ -126,7 +126,6 @@ def shards_transport(backend, source, shards, is_classifier, fanout=2):
                     sizes, classes)
         return lambda program: LocalTransport(shards, program, fanout), sizes, classes
     # a dask array: its row blocks, computed (or found) on the workers
-    from ._dask import DaskTransport, dask_shards
 
     if not isinstance(backend, _Dask):
         raise ValueError("A dask array X needs a Dask backend: backend=None with a "

@@ -456,7 +456,8 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
             self._member_n_samples.append(parts.n_samples[j])
             self.trace_.append({
                 "member": i, "partition": j, "worker": record.worker, "host": record.host,
-                "pid": record.pid, "thread": record.thread, "start": record.start, "end": record.end,
+                "pid": record.pid, "thread": record.thread, "start": record.start,
+                "end": record.end,
                 "duration": record.end - record.start, "fit_time": member.fit_time,
             })
         self.estimators_partitions_ = np.concatenate(

@@ -176,6 +176,7 @@ def scored_record(estimator, candidate_idx, split_idx, fit_time, fit_error, trai
         estimator=estimator if return_estimator else None,
     )
 
+
 #: Fold data kept per worker process: the splits used last, most recent last.
 _FOLDS = OrderedDict()
 _FOLDS_LOCK = threading.Lock()
@@ -305,7 +306,6 @@ def _print_end(verbose, split_idx, candidate_idx, progress, parameters,
     result_msg += f" total time={logger.short_format_time(total_time)}"
     end_msg += "." * (80 - len(end_msg) - len(result_msg))
     print(end_msg + result_msg)
-
 
 
 def lost_fit_record(reason, *, candidate_idx, split_idx, scorer, return_train_score,

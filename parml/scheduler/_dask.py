@@ -7,7 +7,8 @@ cluster busy; results stream back as they finish. A task whose worker died is
 rescheduled by Dask itself (up to its ``distributed.scheduler.allowed-failures``)
 and then, when Dask gives up (``KilledWorker``), resubmitted by parml up to
 ``max_retries`` times before it is given up as a :class:`LostTask`; a Python
-error raised by a task is never retried. Stopping early (an error, Ctrl-C) cancels the remote tasks.
+error raised by a task is never retried. Stopping early (an error, Ctrl-C)
+cancels the remote tasks.
 """
 
 import os
@@ -151,8 +152,9 @@ class DaskEngine:
         # so the kwargs travel as an argument of their own.
         bare = type(task)(key=task.key, func=task.func, cache_key=task.cache_key)
         # A retried task is not pinned: its worker may be the one that died.
-        where = {} if task.where is None or not pinned else {"workers": [task.where],
-                                               "allow_other_workers": False}
+        where = {}
+        if task.where is not None and pinned:
+            where = {"workers": [task.where], "allow_other_workers": False}
         return self.client.submit(_run_with_shared, func, bare,
                                   self._with_futures(task.kwargs), pure=False, key=name,
                                   **where)

@@ -154,6 +154,7 @@ class LocalEngine:
             except BrokenExecutor as exc:
                 crash = exc
         return LostTask(task=task, reason=_describe(crash), attempts=self.max_retries + 1)
+
     def _map(self, func, items):
         with self._config():
             parallel = joblib.Parallel(
@@ -162,6 +163,7 @@ class LocalEngine:
                 return_as="generator_unordered",
             )
             yield from parallel(joblib.delayed(func)(item) for item in items)
+
 
 def _limited(func, controller, limit, item):
     with controller.limit(limits=limit, user_api="openmp"):

@@ -139,7 +139,8 @@ class Scheduler:
         return outcome
 
     def _interrupted(self, n_done, n_total):
-        kept = f"Interrupted after {n_done} of {n_total} tasks finished; the workers were stopped. "
+        kept = (f"Interrupted after {n_done} of {n_total} tasks finished; "
+                "the workers were stopped. ")
         if self.store is None:
             return kept + (
                 "No result store was set (memory=None), so the finished tasks are "
