@@ -40,7 +40,7 @@ def draw(ratios, path=PLOT):
 
     ax = plot.speedup(ratios, reference="the reference")
     ax.figure.set_size_inches(8, 0.6 + 0.35 * len(ratios))
-    ax.figure.tight_layout()
+    ax.set_xlabel("parml / the reference, time or memory (lower is better)")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     ax.figure.savefig(path, dpi=100)
     print(f"wrote {os.path.relpath(path)} ({len(ratios)} ratios)")

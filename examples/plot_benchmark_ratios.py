@@ -26,5 +26,4 @@ with open(table) as file:
 print(ratios)
 
 plot.speedup(ratios)
-plt.tight_layout()
 plt.show()

@@ -21,7 +21,8 @@ def _pyplot():
 def _axes(ax, **subplots):
     if ax is not None:
         return ax
-    _, ax = _pyplot().subplots(**subplots)
+    # A figure of our own: lay it out so long tick labels are not clipped.
+    _, ax = _pyplot().subplots(layout="constrained", **subplots)
     return ax
 
 
