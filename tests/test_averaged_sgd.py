@@ -63,6 +63,38 @@ def test_tol_stops_like_sgd(big_problem):
     assert model.score(X_test, y_test) > 0.75
 
 
+def test_early_stopping_on_a_validation_score_like_sgd():
+    # The wrapped estimator's early_stopping=True: stop when the averaged
+    # model's score on held-out rows of every shard stops improving by tol.
+    X, y = make_classification(40_000, 20, random_state=0)
+    wrapped = SGDClassifier(early_stopping=True, n_iter_no_change=3, random_state=0)
+    kw = dict(n_workers=2, max_iter=200, random_state=0)
+    local = AveragedSGD(wrapped, backend="loky", **kw).fit(X, y)
+    inline = AveragedSGD(wrapped, backend="sequential", **kw).fit(X, y)
+    np.testing.assert_array_equal(local.coef_, inline.coef_)
+    assert local.validation_scores_ == inline.validation_scores_
+    assert 1 < local.n_iter_ < 200 and local.loss_curve_ == []
+    assert len(local.validation_scores_) == local.n_iter_ - 1
+    scores = np.array(local.validation_scores_)
+    assert ((0.7 < scores) & (scores <= 1)).all()
+    # it stopped because the last n_iter_no_change scores did not beat the
+    # best before them by tol
+    best_before = scores[:-3].max()
+    assert (scores[-3:] < best_before + wrapped.tol).all()
+    single = SGDClassifier(early_stopping=True, n_iter_no_change=3, random_state=0).fit(X, y)
+    assert local.score(X, y) > single.score(X, y) - 0.02  # averaging is no worse
+    # without early stopping the criterion is the training loss
+    plain = AveragedSGD(SGDClassifier(random_state=0), backend="sequential", **kw).fit(X, y)
+    assert plain.validation_scores_ == [] and len(plain.loss_curve_) == plain.n_iter_ - 1
+
+
+def test_early_stopping_regressor_scores_r2():
+    X, y = make_regression(20_000, 10, noise=5.0, random_state=0)
+    model = AveragedSGD(SGDRegressor(early_stopping=True), n_workers=2, max_iter=100,
+                        backend="sequential", random_state=0).fit(X, y)
+    assert model.n_iter_ < 100 and 0.95 < model.validation_scores_[-1] <= 1.0
+
+
 def test_regressor_and_wrapped_classifiers():
     from sklearn.base import is_classifier, is_regressor
 

@@ -97,12 +97,14 @@ class _EpochProgram:
     average of epoch ``e - 1`` (the parameters the node starts from).
     """
 
-    def __init__(self, estimator, classes, seed, n_total, criterion):
+    def __init__(self, estimator, classes, seed, n_total, criterion, validation=None):
         self.estimator = estimator
         self.classes = classes
         self.seed = seed
         self.n_total = n_total
         self.criterion = criterion
+        #: Fraction of each shard held out to score the average (early stopping).
+        self.validation = validation
 
     def open(self, X, y, rank):
         est = clone(self.estimator)
@@ -114,7 +116,26 @@ class _EpochProgram:
                     f"Shard {rank} has no sample of class(es) {missing.tolist()}; every "
                     "shard must see every class. Shuffle the rows across shards, pass "
                     "fewer, larger shards, or use fewer workers (n_workers).")
-        return {"est": est, "X": X, "y": y, "rank": rank}
+        state = {"est": est, "X": X, "y": y, "rank": rank}
+        if self.validation:
+            val = self._validation_rows(y, rank)
+            train = np.setdiff1d(np.arange(len(y)), val)
+            state.update(X=X[train], y=y[train], X_val=X[val], y_val=y[val])
+        return state
+
+    def _validation_rows(self, y, rank):
+        """Rows of this shard held out for the validation score (stratified by class)."""
+        rng = np.random.RandomState(
+            np.random.SeedSequence([self.seed, rank, 1]).generate_state(1)[0])
+        if self.classes is None:
+            return np.sort(rng.permutation(len(y))[:int(self.validation * len(y))])
+        rows = []
+        for label in self.classes:
+            members = np.flatnonzero(y == label)
+            # keep at least one row of each class to train on
+            n_val = min(int(round(self.validation * len(members))), len(members) - 1)
+            rows.append(rng.permutation(members)[:n_val])
+        return np.sort(np.concatenate(rows))
 
     def step(self, state, params, epoch):
         est, X, y = state["est"], state["X"], state["y"]
@@ -124,7 +145,7 @@ class _EpochProgram:
             est.intercept_ = np.array(params["intercept"], copy=True)
             # the learning-rate schedule counts the samples seen by all nodes
             est.t_ = 1.0 + epoch * self.n_total
-            if self.criterion:
+            if self.criterion and not self.validation:
                 crit = self._loss(est, X, y) * len(y)
         seed = np.random.SeedSequence([self.seed, state["rank"], epoch]).generate_state(1)
         est.set_params(random_state=int(seed[0]))
@@ -135,7 +156,37 @@ class _EpochProgram:
             else:
                 est.partial_fit(X, y)
         value = {"coef": est.coef_, "intercept": est.intercept_}
-        return value, float(len(y)), {"loss": crit, "n": float(len(y))}
+        extras = {"loss": crit, "n": float(len(y))}
+        if self.validation:
+            extras.update(self._validation_sums(est, state, params is not None))
+        return value, float(len(y)), extras
+
+    def _validation_sums(self, est, state, scored):
+        """Sums from which the validation score of the average is found (summed over nodes).
+
+        Computed before this epoch's pass, from the average of the previous
+        one: the number of correct predictions (classifiers), or the squared
+        error and the sums of y and y**2 (R^2 for regressors).
+        """
+        X_val, y_val = state["X_val"], state["y_val"]
+        sums = {"val_n": float(len(y_val)) if scored else 0.0, "val_a": 0.0,
+                "val_b": 0.0, "val_c": 0.0}
+        if not scored or len(y_val) == 0:
+            return sums
+        scores = np.asarray(safe_sparse_dot(X_val, est.coef_.T)) + est.intercept_
+        if self.classes is not None:
+            scores = scores.reshape(len(y_val), -1)
+            if scores.shape[1] == 1:
+                predicted = self.classes[(scores[:, 0] > 0).astype(int)]
+            else:
+                predicted = self.classes[np.argmax(scores, axis=1)]
+            sums["val_a"] = float(np.sum(predicted == y_val))
+        else:
+            y_val = np.asarray(y_val, dtype=float)
+            sums["val_a"] = float(np.sum((y_val - scores.ravel()) ** 2))
+            sums["val_b"] = float(np.sum(y_val))
+            sums["val_c"] = float(np.sum(y_val ** 2))
+        return sums
 
     def _loss(self, est, X, y):
         scores = safe_sparse_dot(X, est.coef_.T)
@@ -210,7 +261,11 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
         Maximum number of epochs (passes over all the data).
     tol : float or None, default=1e-3
         Stop when the training loss has not improved by ``tol`` for
-        ``n_iter_no_change`` epochs in a row, as ``SGDClassifier`` does.
+        ``n_iter_no_change`` epochs in a row, as ``SGDClassifier`` does. When
+        the wrapped estimator has ``early_stopping=True``, the criterion is
+        instead its score (accuracy or R^2) on ``validation_fraction`` of the
+        rows, held out from every shard (stratified for classifiers), as in
+        ``SGDClassifier``.
         ``None``: run ``max_iter`` epochs. The loss is that of the averaged
         model over all shards (the wrapped estimator's loss, without penalty),
         measured at the start of the next epoch, so stopping is decided one
@@ -255,6 +310,9 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
     loss_curve_ : list of float
         Training loss of the averaged model after each epoch but the last
         (empty when ``tol=None``).
+    validation_scores_ : list of float
+        Validation score of the averaged model after each epoch but the last
+        (only when the wrapped estimator has ``early_stopping=True``).
     epoch_times_ : list of float
         Wall time of each epoch (all workers' passes and the AllReduce).
     n_features_in_ : int
@@ -343,6 +401,8 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
             raise ValueError(
                 "AveragedSGD cannot wrap an estimator with average=True (its averaged "
                 "and raw weights would diverge); set average=False on the estimator.")
+        self._validation_fraction = (params.get("validation_fraction", 0.1)
+                                     if params.get("early_stopping") else None)
         overrides = {"shuffle": self.shuffle, "max_iter": 1, "tol": None,
                      "early_stopping": False, "warm_start": False, "n_jobs": None,
                      "verbose": 0}
@@ -407,7 +467,9 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
                                  f"got {len(classes)} class.")
             self.n_features_in_ = n_features
             k = len(sizes)
-        program = _EpochProgram(template, classes, seed, n_samples, self.tol is not None)
+        validation = self._validation_fraction if self.tol is not None else None
+        program = _EpochProgram(template, classes, seed, n_samples, self.tol is not None,
+                                validation)
         self._run(lambda: open_transport(program), k, template, classes, n_samples)
         return self
 
@@ -464,10 +526,23 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
             k = min(k, int(np.unique(y, return_counts=True)[1].min()))
         return max(1, k)
 
+    @staticmethod
+    def _validation_score(extras, is_classifier):
+        n = float(extras["val_n"])
+        if n == 0:
+            raise ValueError(
+                "early_stopping=True but no shard has a validation row: raise the "
+                "estimator's validation_fraction or give more samples.")
+        if is_classifier:
+            return float(extras["val_a"]) / n
+        total = float(extras["val_c"]) - float(extras["val_b"]) ** 2 / n
+        return 1.0 - float(extras["val_a"]) / total if total > 0 else 0.0
+
     def _run(self, open_transport, k, template, classes, n_total):
         bar = _progress(self.progress, self.max_iter)
         best, no_improvement = np.inf, 0
         self.loss_curve_, self.epoch_times_ = [], []
+        self.validation_scores_ = []
         epoch = 0
         try:
             with open_transport() as transport:
@@ -481,11 +556,20 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
                               f"{self.epoch_times_[-1]:.3f} s", flush=True)
                     if self.tol is None or epoch == 0:
                         continue
-                    loss = float(extras["loss"]) / float(extras["n"])
-                    self.loss_curve_.append(loss)
+                    if self._validation_fraction is not None:
+                        # stop on the validation score, as sklearn's SGD with
+                        # early_stopping=True: its negative is minimised here
+                        score = self._validation_score(extras, classes is not None)
+                        self.validation_scores_.append(score)
+                        loss = -score
+                    else:
+                        loss = float(extras["loss"]) / float(extras["n"])
+                        self.loss_curve_.append(loss)
                     if self.verbose:
-                        print(f"   training loss of the average after epoch {epoch}: "
-                              f"{loss:.6f}", flush=True)
+                        what = ("validation score" if self._validation_fraction is not None
+                                else "training loss")
+                        print(f"   {what} of the average after epoch {epoch}: "
+                              f"{abs(loss):.6f}", flush=True)
                     if loss > best - self.tol:
                         no_improvement += 1
                     else:
