@@ -220,6 +220,16 @@ def test_dask_array_shards_stay_on_their_workers():
         on_dask = AveragedSGD(n_workers=2, backend=client, **kw).fit(X, y)
         local = AveragedSGD(n_workers=2, backend="sequential", **kw).fit(X, y)
         np.testing.assert_array_equal(on_dask.coef_, local.coef_)
+        # a client opened from an address is closed, even when the fit fails early
+
+        def connected(dask_scheduler):
+            return len(dask_scheduler.clients)
+
+        clients = client.run_on_scheduler(connected)
+        with pytest.raises(ValueError, match="n_workers=50000 is more than"):
+            AveragedSGD(n_workers=50_000, backend=cluster.scheduler_address).fit(X, y)
+        AveragedSGD(n_workers=2, backend=cluster.scheduler_address, **kw).fit(X, y)
+        assert client.run_on_scheduler(connected) == clients
     finally:
         client.close()
         cluster.close()

@@ -44,7 +44,9 @@ class _Dask:
             self.client = backend
 
     def close(self):
+        """Close the client if this target opened it (once)."""
         if self.owned:
+            self.owned = False
             self.client.close()
 
 

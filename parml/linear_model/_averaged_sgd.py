@@ -432,45 +432,51 @@ class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         source = _engines.source_kind(X)
-        if source == "arrays":
-            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64,
-                                 order="C", y_numeric=not is_classifier)
-            if is_classifier:
-                check_classification_targets(y)
-            classes = np.unique(y) if is_classifier else None
-            n_samples = X.shape[0]
-            if is_classifier and len(classes) < 2:
-                raise ValueError(
-                    f"The number of classes has to be greater than one; got "
-                    f"{len(classes)} class. AveragedSGD needs samples of at least 2 "
-                    "classes.")
-            backend = _engines.resolve_backend(self.backend)
-            k = self._n_workers(n_samples, y if is_classifier else None, backend)
-            rows = shard_rows(y, k, rng, stratify=is_classifier)
-            in_process = backend == "sequential" or k == 1 or (
-                self.backend is None and backend == "loky"
-                and n_samples * X.shape[1] < IN_PROCESS_BELOW)
-            open_transport = lambda program: _engines.rows_transport(  # noqa: E731
-                backend, X, y, rows, program, in_process=in_process)
-        else:
-            shards, n_features = self._check_shards(X, y, source)
-            backend = _engines.resolve_backend(self.backend, default_dask=source == "dask")
-            open_transport, sizes, classes = _engines.shards_transport(
-                backend, source, shards, is_classifier)
-            n_samples = int(sum(sizes))
-            if self.n_workers is not None and self.n_workers != len(sizes):
-                raise ValueError(
-                    f"n_workers={self.n_workers} but {len(sizes)} shards were given; "
-                    "leave n_workers=None with shards.")
-            if is_classifier and len(classes) < 2:
-                raise ValueError("The number of classes has to be greater than one; "
-                                 f"got {len(classes)} class.")
-            self.n_features_in_ = n_features
-            k = len(sizes)
-        validation = self._validation_fraction if self.tol is not None else None
-        program = _EpochProgram(template, classes, seed, n_samples, self.tol is not None,
-                                validation)
-        self._run(lambda: open_transport(program), k, template, classes, n_samples)
+        backend = None
+        try:
+            if source == "arrays":
+                X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64,
+                                     order="C", y_numeric=not is_classifier)
+                if is_classifier:
+                    check_classification_targets(y)
+                classes = np.unique(y) if is_classifier else None
+                n_samples = X.shape[0]
+                if is_classifier and len(classes) < 2:
+                    raise ValueError(
+                        f"The number of classes has to be greater than one; got "
+                        f"{len(classes)} class. AveragedSGD needs samples of at least 2 "
+                        "classes.")
+                backend = _engines.resolve_backend(self.backend)
+                k = self._n_workers(n_samples, y if is_classifier else None, backend)
+                rows = shard_rows(y, k, rng, stratify=is_classifier)
+                in_process = backend == "sequential" or k == 1 or (
+                    self.backend is None and backend == "loky"
+                    and n_samples * X.shape[1] < IN_PROCESS_BELOW)
+                open_transport = lambda program: _engines.rows_transport(  # noqa: E731
+                    backend, X, y, rows, program, in_process=in_process)
+            else:
+                shards, n_features = self._check_shards(X, y, source)
+                backend = _engines.resolve_backend(self.backend, default_dask=source == "dask")
+                open_transport, sizes, classes = _engines.shards_transport(
+                    backend, source, shards, is_classifier)
+                n_samples = int(sum(sizes))
+                if self.n_workers is not None and self.n_workers != len(sizes):
+                    raise ValueError(
+                        f"n_workers={self.n_workers} but {len(sizes)} shards were given; "
+                        "leave n_workers=None with shards.")
+                if is_classifier and len(classes) < 2:
+                    raise ValueError("The number of classes has to be greater than one; "
+                                     f"got {len(classes)} class.")
+                self.n_features_in_ = n_features
+                k = len(sizes)
+            validation = self._validation_fraction if self.tol is not None else None
+            program = _EpochProgram(template, classes, seed, n_samples, self.tol is not None,
+                                    validation)
+            self._run(lambda: open_transport(program), k, template, classes, n_samples)
+        except BaseException:
+            if isinstance(backend, _engines._Dask):
+                backend.close()  # a client opened for this fit, from an address
+            raise
         return self
 
     def _check_shards(self, X, y, source):
