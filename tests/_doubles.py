@@ -130,3 +130,12 @@ def unpickled_count():
 def box_identity(box):
     """Which object a task got, and how often this process unpickled a box."""
     return id(box), os.getpid(), unpickled_count()
+
+
+def square_or_exit(x, exit_on=None, delay=0.0):
+    """``x * x`` after ``delay`` seconds; the worker process dies when ``x == exit_on``."""
+    if x == exit_on:
+        os._exit(1)
+    if delay:
+        time.sleep(delay)
+    return x * x

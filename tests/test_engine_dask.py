@@ -195,3 +195,40 @@ def test_bagged_forest_fits_each_member_where_its_partition_lives(client):
     local = BaggedForest(n_estimators=12, random_state=0).fit_partitions(
         [(X[i:i + 75], y[i:i + 75]) for i in range(0, 450, 75)])
     np.testing.assert_array_equal(forest.predict_proba(X), local.predict_proba(X))
+
+
+def _parml_units(task_stream):
+    return [t for t in task_stream.data if str(t["key"]).startswith("parml-")]
+
+
+def test_tiny_tasks_are_batched_and_long_ones_are_not(client):
+    from _doubles import square_or_exit
+
+    with distributed.get_task_stream(client) as stream:
+        with Scheduler(backend=client) as scheduler:
+            records = list(scheduler.run(
+                [Task(key=i, func=square_or_exit, kwargs={"x": i}) for i in range(400)]))
+    assert sorted((r.key, r.value) for r in records) == [(i, i * i) for i in range(400)]
+    assert len(_parml_units(stream)) < 100  # tiny tasks travel in batches
+    with distributed.get_task_stream(client) as stream:
+        with Scheduler(backend=client) as scheduler:
+            records = list(scheduler.run(
+                [Task(key=i, func=square_or_exit, kwargs={"x": i, "delay": 0.2})
+                 for i in range(6)]))
+    assert len(records) == 6 and len(_parml_units(stream)) == 6  # long ones go alone
+
+
+def test_a_task_that_kills_its_worker_takes_no_batch_mates_with_it():
+    from _doubles import square_or_exit
+
+    cluster, client = cluster_and_client(**{"distributed.scheduler.allowed-failures": 0})
+    try:
+        tasks = [Task(key=i, func=square_or_exit, kwargs={"x": i, "exit_on": 250},
+                      on_lost=lambda reason: "lost") for i in range(300)]
+        with Scheduler(backend=client, max_retries=1) as scheduler:
+            values = {r.key: r.value for r in scheduler.run(tasks)}
+        assert values.pop(250) == "lost"
+        assert values == {i: i * i for i in range(300) if i != 250}
+    finally:
+        client.close()
+        cluster.close()

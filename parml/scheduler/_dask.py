@@ -1,9 +1,11 @@
 """The Dask engine: tasks on a ``distributed`` cluster (``pip install "parml[dask]"``).
 
-Data is scattered to every worker once per run (``broadcast=True``); tasks
-carry the futures, which each worker resolves from its own memory. All tasks
-are submitted at once, so the Dask scheduler keeps every worker of a large
-cluster busy; results stream back as they finish. A task whose worker died is
+Data reaches every worker once per run (as the result of a task, which Dask
+can recompute if its workers die); tasks carry the futures, which each worker
+resolves from its own memory. Several tasks per worker thread are kept in
+flight, so the Dask scheduler keeps every worker of a large cluster busy, and
+tiny tasks are sent in batches, so they do not each pay Dask's overhead;
+results stream back as they finish. A task whose worker died is
 rescheduled by Dask itself (up to its ``distributed.scheduler.allowed-failures``)
 and then, when Dask gives up (``KilledWorker``), resubmitted by parml up to
 ``max_retries`` times before it is given up as a :class:`LostTask`; a Python
@@ -16,6 +18,7 @@ import os
 from threadpoolctl import threadpool_limits
 
 from .._optional import import_optional
+from ._batching import Batches
 from ._tasks import LostTask
 
 #: Seconds to wait for a cluster that has no worker before giving up.
@@ -159,24 +162,52 @@ class DaskEngine:
                                   self._with_futures(task.kwargs), pure=False, key=name,
                                   **where)
 
+    def _submit_unit(self, func, unit, name, pinned=True):
+        """Submit one task, or a batch of tasks run one after the other in one Dask task."""
+        if len(unit) == 1:
+            return self._submit(func, unit[0], name, pinned=pinned)
+        bares = [type(t)(key=t.key, func=t.func, cache_key=t.cache_key) for t in unit]
+        return self.client.submit(_run_batch, func, bares,
+                                  [self._with_futures(t.kwargs) for t in unit],
+                                  pure=False, key=name)
+
     def map_unordered(self, func, tasks):
-        """Submit every task; yield ``func(task)`` results as they finish.
+        """Run every task; yield ``func(task)`` results as they finish.
+
+        Dispatch adapts to the tasks' length (:class:`~._batching.Batches`):
+        tiny tasks travel in batches, sparing each Dask's few milliseconds
+        of overhead; a few units per worker thread stay in flight, so a large
+        cluster is kept busy. Tasks pinned with ``Task.where`` always go alone.
 
         A task whose worker died more often than Dask's ``allowed-failures``
         comes back as a :class:`LostTask`. When workers die with the only
         copies of the shared data, its tasks are cancelled by Dask: the data is
         scattered again and the tasks resubmitted (a bounded number of times).
+        Tasks of a failed batch are retried one by one, so that a task which
+        kills its worker does not take its batch-mates with it.
         """
         distributed = _distributed()
         run_id = os.urandom(4).hex()
+        batches = Batches(tasks, self.n_workers)
         pending = {}
-        for number, task in enumerate(tasks):
-            pending[self._submit(func, task, f"parml-{run_id}-{number}")] = task
-        stream = distributed.as_completed(list(pending))
+        counter = [0]
+
+        def submit(unit, pinned=True):
+            counter[0] += 1
+            future = self._submit_unit(func, unit, f"parml-{run_id}-{counter[0]}", pinned)
+            pending[future] = unit
+            return future
+
+        def refill(stream):
+            while batches and len(pending) < batches.in_flight:
+                stream.add(submit(batches.next_unit()))
+
+        stream = distributed.as_completed([])
+        refill(stream)
         resubmits, killed = 0, {}
         try:
             for future in stream:
-                task = pending.pop(future)
+                unit = pending.pop(future)
                 error = None
                 if future.status == "finished":
                     try:
@@ -184,36 +215,43 @@ class DaskEngine:
                     except Exception as exc:  # the state changed since
                         error = exc
                     else:
-                        yield value
+                        for result in (value if len(unit) > 1 else [value]):
+                            batches.record(result)
+                            yield result
+                        refill(stream)
                         continue
                 elif future.status == "error":
                     error = future.exception()
                 if _is_lost(error):
                     error = None
                 if error is not None and type(error).__name__ != "KilledWorker":
-                    raise error  # a Python error in the task: never retried
+                    raise error  # a Python error in a task: never retried
                 if error is None:
                     # cancelled or lost with the workers that held its inputs
                     if resubmits >= MAX_RESUBMITS:
-                        raise RuntimeError(f"Task {task.key!r} was cancelled by Dask "
-                                           f"{MAX_RESUBMITS} times; giving up.")
+                        raise RuntimeError(f"Tasks {[t.key for t in unit]!r} were cancelled "
+                                           f"by Dask {MAX_RESUBMITS} times; giving up.")
                     self._rescatter_lost()
+                    again = unit
                 else:
                     # Dask marks every task queued on a dying worker, so the
                     # innocent ones are run again; the one that kills its
                     # worker fails again, up to max_retries times.
-                    killed[id(task)] = killed.get(id(task), 0) + 1
-                    if killed[id(task)] > self.max_retries:
-                        yield LostTask(task=task, reason=f"KilledWorker: {error}",
-                                       attempts=killed[id(task)])
-                        continue
+                    again = []
+                    for task in unit:
+                        killed[id(task)] = killed.get(id(task), 0) + 1
+                        if killed[id(task)] > self.max_retries:
+                            yield LostTask(task=task, reason=f"KilledWorker: {error}",
+                                           attempts=killed[id(task)])
+                        else:
+                            again.append(task)
                     self._rescatter_lost()  # the shared data may have been killed too
-                resubmits += 1
-                again = self._submit(func, task, f"parml-{run_id}-r{resubmits}",
-                                     pinned=False)
-                pending[again] = task
-                stream.add(again)
+                for task in again:  # one by one, unpinned: its worker may be the dead one
+                    resubmits += 1
+                    stream.add(submit([task], pinned=False))
+                refill(stream)
         finally:
+            batches.clear()
             if pending:
                 self.client.cancel(list(pending))
 
@@ -238,12 +276,30 @@ def _identity(value):
     return value
 
 
+def _run_batch(func, tasks, kwargs_list):
+    """On a worker: run a batch of tasks one after the other; their results, in order.
+
+    BLAS threads are limited once for the batch (threadpoolctl looks up the
+    loaded libraries each time, which costs more than a tiny fit).
+    """
+    with _blas_limit():
+        return [func(_with_kwargs(task, kwargs)) for task, kwargs in zip(tasks, kwargs_list)]
+
+
 def _run_with_shared(func, task, kwargs):
     """On a worker: give the task its kwargs (shared data resolved), limit BLAS, run."""
-    task = type(task)(key=task.key, func=task.func, kwargs=kwargs, cache_key=task.cache_key)
+    with _blas_limit():
+        return func(_with_kwargs(task, kwargs))
+
+
+def _with_kwargs(task, kwargs):
+    return type(task)(key=task.key, func=task.func, kwargs=kwargs, cache_key=task.cache_key)
+
+
+def _blas_limit():
+    """BLAS threads for one task: the worker's cores shared by its threads."""
     try:
         nthreads = _distributed().get_worker().state.nthreads
     except (ValueError, AttributeError):
         nthreads = 1
-    with threadpool_limits(limits=max(1, (os.cpu_count() or 1) // nthreads)):
-        return func(task)
+    return threadpool_limits(limits=max(1, (os.cpu_count() or 1) // nthreads))

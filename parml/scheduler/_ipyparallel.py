@@ -2,9 +2,10 @@
 
 Shared data is pushed to every engine once per run (``DirectView.push``)
 under a name unique to the run; tasks carry placeholders that the engine-side
-wrapper resolves from that name (an ``ipyparallel.Reference``). All tasks are
-submitted at once to a load-balanced view, so every engine of a large cluster
-stays busy; results stream back as they finish. A task whose engine died
+wrapper resolves from that name (an ``ipyparallel.Reference``). Tasks go to a
+load-balanced view, a few per engine in flight so every engine of a large
+cluster stays busy, tiny ones in batches so they do not each pay the
+engine's overhead; results stream back as they finish. A task whose engine died
 (``EngineError``) is resubmitted to the remaining engines up to
 ``max_retries`` times before it is given up as a :class:`LostTask`; a Python
 error raised by a task is raised with its own type, never retried. Stopping
@@ -22,6 +23,7 @@ import traceback
 from threadpoolctl import threadpool_limits
 
 from .._optional import import_optional
+from ._batching import Batches
 from ._tasks import LostTask
 
 #: Seconds to wait for a cluster that has no engine before giving up.
@@ -211,26 +213,45 @@ class IPyParallelEngine:
         return view.apply_async(_run_with_shared, func, bare, self._limits, names,
                                 *[ipp.Reference(name) for name in names])
 
-    def map_unordered(self, func, tasks):
-        """Submit every task; yield ``func(task)`` results as they finish.
+    def _submit_unit(self, func, unit, pinned=True):
+        """Submit one task, or a batch of tasks run one after the other on one engine."""
+        if len(unit) == 1:
+            return self._submit(func, unit[0], pinned=pinned)
+        ipp = _ipyparallel()
+        bares = [dataclasses.replace(task, on_lost=None, where=None) for task in unit]
+        names = sorted(self._shared)
+        view = self.client.load_balanced_view(targets=self._targets)
+        return view.apply_async(_run_batch, func, bares, self._limits, names,
+                                *[ipp.Reference(name) for name in names])
 
-        A task whose engine died more than ``max_retries`` times comes back as
-        a :class:`LostTask`; an error raised by the task is raised here.
+    def map_unordered(self, func, tasks):
+        """Run every task; yield ``func(task)`` results as they finish.
+
+        Dispatch adapts to the tasks' length (:class:`~._batching.Batches`):
+        tiny tasks travel in batches, sparing each the engine's few
+        milliseconds of overhead; a few units per engine stay in flight. A
+        task whose engine died more than ``max_retries`` times comes back as
+        a :class:`LostTask` (the tasks of a batch lost with its engine are
+        retried one by one); an error raised by the task is raised here.
         """
         pending, finished = {}, queue.SimpleQueue()
+        batches = Batches(tasks, self.n_workers)
 
-        def submit(task, pinned=True):
-            result = self._submit(func, task, pinned=pinned)
-            pending[result] = task
+        def submit(unit, pinned=True):
+            result = self._submit_unit(func, unit, pinned=pinned)
+            pending[result] = unit
             result.add_done_callback(finished.put)  # called in the client's thread
 
-        for task in tasks:
-            submit(task)
+        def refill():
+            while batches and len(pending) < batches.in_flight:
+                submit(batches.next_unit())
+
+        refill()
         deaths, resubmits = {}, 0
         try:
             while pending:
                 result = _next(finished)
-                task = pending.pop(result)
+                unit = pending.pop(result)
                 self._finished.append(result.msg_id)
                 try:
                     value = result.get()
@@ -238,23 +259,33 @@ class IPyParallelEngine:
                     cause = _engine_failure(exc)
                     if cause is None:
                         raise  # the wrapper itself failed, e.g. parml missing there
-                    if cause == "EngineError":  # else: stranded, the task is innocent
-                        deaths[id(task)] = deaths.get(id(task), 0) + 1
-                        if deaths[id(task)] > self.max_retries:
-                            yield LostTask(task=task, reason=f"EngineError: {exc}",
-                                           attempts=deaths[id(task)])
-                            continue
-                    resubmits += 1
+                    again = []
+                    for task in unit:
+                        if cause == "EngineError":  # else: stranded, the task is innocent
+                            deaths[id(task)] = deaths.get(id(task), 0) + 1
+                            if deaths[id(task)] > self.max_retries:
+                                yield LostTask(task=task, reason=f"EngineError: {exc}",
+                                               attempts=deaths[id(task)])
+                                continue
+                        again.append(task)
+                    resubmits += len(again)
                     if resubmits > MAX_RESUBMITS:
                         raise RuntimeError(f"Tasks were resubmitted after engine deaths "
                                            f"{MAX_RESUBMITS} times; giving up.") from exc
-                    self._refresh_targets()
-                    submit(task, pinned=False)
+                    if again:
+                        self._refresh_targets()
+                    for task in again:  # one by one, unpinned: its engine may be dead
+                        submit([task], pinned=False)
+                    refill()
                     continue
-                if isinstance(value, _Raised):
-                    raise value.error from RemoteTraceback(value.text)
-                yield value
+                for item in (value if len(unit) > 1 else [value]):
+                    if isinstance(item, _Raised):
+                        raise item.error from RemoteTraceback(item.text)
+                    batches.record(item)
+                    yield item
+                refill()
         finally:
+            batches.clear()
             if pending:
                 try:
                     self.client.abort(list(pending))
@@ -336,10 +367,21 @@ def _resolve(value, shared):
 
 def _run_with_shared(func, task, limits, names, *values):
     """On an engine: resolve the shared data, limit BLAS, run; capture a raised error."""
-    task = dataclasses.replace(task, kwargs=_resolve(task.kwargs, dict(zip(names, values))))
+    with threadpool_limits(limits=limits.get(socket.gethostname(), 1)):
+        return _run_one(func, task, dict(zip(names, values)))
+
+
+def _run_batch(func, tasks, limits, names, *values):
+    """On an engine: run a batch of tasks in turn (BLAS limited once); their results."""
+    shared = dict(zip(names, values))
+    with threadpool_limits(limits=limits.get(socket.gethostname(), 1)):
+        return [_run_one(func, task, shared) for task in tasks]
+
+
+def _run_one(func, task, shared):
+    task = dataclasses.replace(task, kwargs=_resolve(task.kwargs, shared))
     try:
-        with threadpool_limits(limits=limits.get(socket.gethostname(), 1)):
-            return func(task)
+        return func(task)
     except Exception as exc:
         text = traceback.format_exc()
         try:

@@ -1,0 +1,65 @@
+"""Adaptive batching for remote engines: tiny tasks travel together, long ones alone.
+
+A remote engine (Dask, ipyparallel) costs milliseconds per task it sends,
+more than a tiny fit. As joblib's auto batch size does, the first tasks go
+one by one; once their run times are known, tasks shorter than
+:data:`BATCH_SECONDS` are grouped into batches that take about that long,
+never so large that some unit slots would stay empty while others hold
+several batches. Tasks pinned with ``Task.where`` always go alone.
+"""
+
+from collections import deque
+
+#: Tasks shorter than this are sent in batches that take about this long.
+BATCH_SECONDS = 0.05
+#: Largest batch of tasks sent as one remote task.
+MAX_BATCH = 256
+#: Units (tasks or batches) kept in flight per worker.
+UNITS_PER_WORKER = 4
+
+
+class Batches:
+    """Cut a list of tasks into units (lists of tasks) as results come back.
+
+    Parameters
+    ----------
+    tasks : iterable of Task
+    n_workers : int
+        Tasks the engine runs at once.
+    """
+
+    def __init__(self, tasks, n_workers):
+        self.queue = deque(tasks)
+        self.n_workers = max(1, n_workers)
+        self.n_total = len(self.queue)
+        self.in_flight = UNITS_PER_WORKER * self.n_workers
+        self._durations = []
+
+    def __bool__(self):
+        return bool(self.queue)
+
+    def record(self, result):
+        """Note the run time of a finished task (a :class:`TaskRecord`)."""
+        if hasattr(result, "start") and hasattr(result, "end"):
+            self._durations.append(result.end - result.start)
+
+    def size(self):
+        """How many tasks the next unit takes."""
+        if len(self._durations) < min(self.n_total, self.n_workers):
+            return 1
+        recent = self._durations[-100:]
+        by_time = int(BATCH_SECONDS / max(sum(recent) / len(recent), 1e-6))
+        by_share = -(-len(self.queue) // self.in_flight)  # ceil: every slot gets work
+        return max(1, min(by_time, by_share, MAX_BATCH))
+
+    def next_unit(self):
+        """The next unit: one pinned task, or up to :meth:`size` unpinned ones."""
+        if self.queue[0].where is not None:
+            return [self.queue.popleft()]
+        size, unit = self.size(), []
+        while self.queue and len(unit) < size and self.queue[0].where is None:
+            unit.append(self.queue.popleft())
+        return unit
+
+    def clear(self):
+        self.queue.clear()
