@@ -246,3 +246,20 @@ def test_no_running_cluster_names_the_command():
     with pytest.raises(RuntimeError, match=r"no running ipyparallel cluster.*"
                                            r"ipcluster start -n 4 --profile=parml-nowhere"):
         ParallelGridSearchCV(SVC(), GRID, backend="ipyparallel:parml-nowhere").fit(X, y)
+
+
+def test_tiny_tasks_are_batched_and_long_ones_are_not(client):
+    from _doubles import square_or_exit
+
+    before = len(client.history)
+    with Scheduler(backend=client) as scheduler:
+        records = list(scheduler.run(
+            [Task(key=i, func=square_or_exit, kwargs={"x": i}) for i in range(400)]))
+    assert sorted((r.key, r.value) for r in records) == [(i, i * i) for i in range(400)]
+    assert len(client.history) - before < 100  # tiny tasks travel in batches
+    before = len(client.history)
+    with Scheduler(backend=client) as scheduler:
+        records = list(scheduler.run(
+            [Task(key=i, func=square_or_exit, kwargs={"x": i, "delay": 0.2})
+             for i in range(6)]))
+    assert len(records) == 6 and len(client.history) - before >= 6  # long ones go alone
