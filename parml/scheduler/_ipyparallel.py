@@ -197,6 +197,12 @@ class IPyParallelEngine:
             self._limits.update(self._blas_limits(new))
         self._targets = sorted(alive)
 
+    def _live_targets(self):
+        """The engines to send tasks to, without those the client knows have died."""
+        if not set(self._targets) <= set(self.client.ids):
+            self._refresh_targets()
+        return self._targets
+
     def _submit(self, func, task, pinned=True):
         ipp = _ipyparallel()
         # A retried task is not pinned: its engine may be the one that died.
@@ -206,7 +212,7 @@ class IPyParallelEngine:
                                  f"not an engine id of this cluster: {self._targets}.")
             targets = [task.where]
         else:
-            targets = self._targets
+            targets = self._live_targets()
         bare = dataclasses.replace(task, on_lost=None, where=None)
         names = sorted(self._shared)
         view = self.client.load_balanced_view(targets=targets)
@@ -220,7 +226,7 @@ class IPyParallelEngine:
         ipp = _ipyparallel()
         bares = [dataclasses.replace(task, on_lost=None, where=None) for task in unit]
         names = sorted(self._shared)
-        view = self.client.load_balanced_view(targets=self._targets)
+        view = self.client.load_balanced_view(targets=self._live_targets())
         return view.apply_async(_run_batch, func, bares, self._limits, names,
                                 *[ipp.Reference(name) for name in names])
 
@@ -272,8 +278,7 @@ class IPyParallelEngine:
                     if resubmits > MAX_RESUBMITS:
                         raise RuntimeError(f"Tasks were resubmitted after engine deaths "
                                            f"{MAX_RESUBMITS} times; giving up.") from exc
-                    if again:
-                        self._refresh_targets()
+                    self._refresh_targets()
                     for task in again:  # one by one, unpinned: its engine may be dead
                         submit([task], pinned=False)
                     refill()
