@@ -2,10 +2,13 @@
 
 A remote engine (Dask, ipyparallel) costs milliseconds per task it sends,
 more than a tiny fit. As joblib's auto batch size does, the first tasks go
-one by one; once their run times are known, tasks shorter than
-:data:`BATCH_SECONDS` are grouped into batches that take about that long,
-never so large that some unit slots would stay empty while others hold
-several batches. Tasks pinned with ``Task.where`` always go alone.
+one by one (a few per worker); once their run times are known, all the
+others are sent at once, so that a large cluster stays busy and the shared
+data stays wanted on the workers: tasks shorter than :data:`BATCH_SECONDS`
+grouped into batches that take about that long, the batches shrinking
+towards the end of the queue so that the last ones are small (no worker
+waits on a long last batch). Tasks pinned with ``Task.where`` always go
+alone.
 """
 
 from collections import deque
@@ -14,7 +17,7 @@ from collections import deque
 BATCH_SECONDS = 0.05
 #: Largest batch of tasks sent as one remote task.
 MAX_BATCH = 256
-#: Units (tasks or batches) kept in flight per worker.
+#: Single tasks in flight per worker while their run times are measured.
 UNITS_PER_WORKER = 4
 
 
@@ -38,6 +41,15 @@ class Batches:
     def __bool__(self):
         return bool(self.queue)
 
+    @property
+    def measured(self):
+        """Whether enough run times are known to send all the rest at once."""
+        return len(self._durations) >= min(self.n_total, self.n_workers)
+
+    def may_send(self, n_pending):
+        """Whether another unit should be sent now, with ``n_pending`` in flight."""
+        return bool(self.queue) and (self.measured or n_pending < self.in_flight)
+
     def record(self, result):
         """Note the run time of a finished task (a :class:`TaskRecord`)."""
         if hasattr(result, "start") and hasattr(result, "end"):
@@ -45,7 +57,7 @@ class Batches:
 
     def size(self):
         """How many tasks the next unit takes."""
-        if len(self._durations) < min(self.n_total, self.n_workers):
+        if not self.measured:
             return 1
         recent = self._durations[-100:]
         by_time = int(BATCH_SECONDS / max(sum(recent) / len(recent), 1e-6))

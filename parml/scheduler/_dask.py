@@ -2,8 +2,8 @@
 
 Data reaches every worker once per run (as the result of a task, which Dask
 can recompute if its workers die); tasks carry the futures, which each worker
-resolves from its own memory. Several tasks per worker thread are kept in
-flight, so the Dask scheduler keeps every worker of a large cluster busy, and
+resolves from its own memory. After a first few tasks, all are submitted at
+once, so the Dask scheduler keeps every worker of a large cluster busy, and
 tiny tasks are sent in batches, so they do not each pay Dask's overhead;
 results stream back as they finish. A task whose worker died is
 rescheduled by Dask itself (up to its ``distributed.scheduler.allowed-failures``)
@@ -14,6 +14,7 @@ cancels the remote tasks.
 """
 
 import os
+from collections import deque
 
 from threadpoolctl import threadpool_limits
 
@@ -175,16 +176,18 @@ class DaskEngine:
         """Run every task; yield ``func(task)`` results as they finish.
 
         Dispatch adapts to the tasks' length (:class:`~._batching.Batches`):
-        tiny tasks travel in batches, sparing each Dask's few milliseconds
-        of overhead; a few units per worker thread stay in flight, so a large
-        cluster is kept busy. Tasks pinned with ``Task.where`` always go alone.
+        the first tasks go alone, then all the others at once (a large
+        cluster is kept busy), tiny ones in batches that spare each Dask's
+        few milliseconds of overhead. Tasks pinned with ``Task.where`` always
+        go alone.
 
         A task whose worker died more often than Dask's ``allowed-failures``
         comes back as a :class:`LostTask`. When workers die with the only
         copies of the shared data, its tasks are cancelled by Dask: the data is
         scattered again and the tasks resubmitted (a bounded number of times).
-        Tasks of a failed batch are retried one by one, so that a task which
-        kills its worker does not take its batch-mates with it.
+        Tasks that were on a dying worker are run again one at a time (the
+        others go on), and only deaths alone count against a task, so that a
+        task which kills its worker does not take its batch-mates with it.
         """
         distributed = _distributed()
         run_id = os.urandom(4).hex()
@@ -199,8 +202,17 @@ class DaskEngine:
             return future
 
         def refill(stream):
-            while batches and len(pending) < batches.in_flight:
+            while batches.may_send(len(pending)):
                 stream.add(submit(batches.next_unit()))
+
+        # Tasks that were on a worker when it died run again one at a time,
+        # so that the one that kills its worker takes no other with it twice.
+        suspects, on_trial = deque(), []
+
+        def try_next_suspect(stream):
+            if suspects and not on_trial:
+                on_trial.append(submit([suspects.popleft()], pinned=False))
+                stream.add(on_trial[0])
 
         stream = distributed.as_completed([])
         refill(stream)
@@ -208,6 +220,9 @@ class DaskEngine:
         try:
             for future in stream:
                 unit = pending.pop(future)
+                if on_trial and future is on_trial[0]:
+                    on_trial.clear()
+                    try_next_suspect(stream)
                 error = None
                 if future.status == "finished":
                     try:
@@ -236,16 +251,23 @@ class DaskEngine:
                 else:
                     # Dask marks every task queued on a dying worker, so the
                     # innocent ones are run again; the one that kills its
-                    # worker fails again, up to max_retries times.
+                    # worker fails again, up to max_retries times. A batch
+                    # cannot say which of its tasks did it: they are all run
+                    # again alone, and only a death alone counts.
                     again = []
                     for task in unit:
-                        killed[id(task)] = killed.get(id(task), 0) + 1
-                        if killed[id(task)] > self.max_retries:
+                        if len(unit) == 1:
+                            killed[id(task)] = killed.get(id(task), 0) + 1
+                        if killed.get(id(task), 0) > self.max_retries:
                             yield LostTask(task=task, reason=f"KilledWorker: {error}",
                                            attempts=killed[id(task)])
                         else:
                             again.append(task)
                     self._rescatter_lost()  # the shared data may have been killed too
+                    suspects.extend(again)
+                    try_next_suspect(stream)
+                    refill(stream)
+                    continue
                 for task in again:  # one by one, unpinned: its worker may be the dead one
                     resubmits += 1
                     stream.add(submit([task], pinned=False))

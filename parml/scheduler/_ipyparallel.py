@@ -3,8 +3,8 @@
 Shared data is pushed to every engine once per run (``DirectView.push``)
 under a name unique to the run; tasks carry placeholders that the engine-side
 wrapper resolves from that name (an ``ipyparallel.Reference``). Tasks go to a
-load-balanced view, a few per engine in flight so every engine of a large
-cluster stays busy, tiny ones in batches so they do not each pay the
+load-balanced view, all at once after a first few (every engine of a large
+cluster stays busy), tiny ones in batches so they do not each pay the
 engine's overhead; results stream back as they finish. A task whose engine died
 (``EngineError``) is resubmitted to the remaining engines up to
 ``max_retries`` times before it is given up as a :class:`LostTask`; a Python
@@ -234,8 +234,8 @@ class IPyParallelEngine:
         """Run every task; yield ``func(task)`` results as they finish.
 
         Dispatch adapts to the tasks' length (:class:`~._batching.Batches`):
-        tiny tasks travel in batches, sparing each the engine's few
-        milliseconds of overhead; a few units per engine stay in flight. A
+        the first tasks go alone, then all the others at once, tiny ones in
+        batches that spare each the engine's few milliseconds of overhead. A
         task whose engine died more than ``max_retries`` times comes back as
         a :class:`LostTask` (the tasks of a batch lost with its engine are
         retried one by one); an error raised by the task is raised here.
@@ -249,7 +249,7 @@ class IPyParallelEngine:
             result.add_done_callback(finished.put)  # called in the client's thread
 
         def refill():
-            while batches and len(pending) < batches.in_flight:
+            while batches.may_send(len(pending)):
                 submit(batches.next_unit())
 
         refill()
@@ -267,7 +267,9 @@ class IPyParallelEngine:
                         raise  # the wrapper itself failed, e.g. parml missing there
                     again = []
                     for task in unit:
-                        if cause == "EngineError":  # else: stranded, the task is innocent
+                        # stranded tasks are innocent, and so may be the tasks
+                        # of a batch: only a death alone counts
+                        if cause == "EngineError" and len(unit) == 1:
                             deaths[id(task)] = deaths.get(id(task), 0) + 1
                             if deaths[id(task)] > self.max_retries:
                                 yield LostTask(task=task, reason=f"EngineError: {exc}",
