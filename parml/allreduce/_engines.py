@@ -5,7 +5,7 @@ import os
 import numpy as np
 from joblib.parallel import get_active_backend
 
-from ..scheduler._dask import is_dask_backend
+from ..scheduler._dask import connect, is_dask_backend
 from ..scheduler._engines import check_backend
 from ._local import InProcessTransport, LocalTransport
 
@@ -26,22 +26,7 @@ class _Dask:
     """A Dask target: the client to use, and whether we opened it."""
 
     def __init__(self, backend):
-        from ._dask import _distributed
-
-        distributed = _distributed()
-        self.owned = False
-        if isinstance(backend, str) and "://" in backend:
-            self.client, self.owned = distributed.Client(backend), True
-        elif isinstance(backend, str) or backend is None:
-            try:
-                self.client = distributed.get_client()
-            except ValueError as exc:
-                raise ValueError(
-                    "AveragedSGD on Dask needs a running Dask client. Start one first "
-                    "(from distributed import Client; client = Client()) or pass "
-                    "backend=client.") from exc
-        else:
-            self.client = backend
+        self.client, self.owned = connect(backend)
 
     def close(self):
         """Close the client if this target opened it (once)."""

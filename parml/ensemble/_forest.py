@@ -318,18 +318,12 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
                 f"backend={backend!r} runs on this machine. Use backend=None or 'dask' "
                 "(the current client) or pass the Dask client."
             )
-        self._validate_params()
-        self._scheduler = Scheduler(backend="dask" if backend is None else backend,
-                                    n_jobs=self.n_jobs, progress=self.progress,
-                                    desc=type(self).__name__)
-        try:
+        with Scheduler(backend="dask" if backend is None else backend, n_jobs=self.n_jobs,
+                       progress=self.progress, desc=type(self).__name__) as scheduler:
             classifier = _classifier(self)
-            parts = from_dask(X, y, self._scheduler.engine.client, is_classifier=classifier)
+            parts = from_dask(X, y, scheduler.engine.client, is_classifier=classifier)
             self._set_partition_attributes(parts, classifier)
-            return self._fit_members(parts, classes=parts.classes)
-        finally:
-            scheduler, self._scheduler = self._scheduler, None
-            scheduler.engine.close()
+            return self._fit_members(parts, classes=parts.classes, scheduler=scheduler)
 
     def _set_partition_attributes(self, parts, classifier):
         self.n_features_in_ = parts.n_features
@@ -377,7 +371,7 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
                              "does not accept sample_weight; drop the weights or use a "
                              "member that takes them.")
 
-    def _fit_members(self, parts, classes):
+    def _fit_members(self, parts, classes, scheduler=None):
         self._check_fit(parts)
         start = 0
         if self._continuing():
@@ -401,7 +395,7 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
         n_classes = self.n_classes_ if _classifier(self) else None
         indices = range(start, self.n_estimators)
         began = time.perf_counter()
-        fitted = self._run_members(parts, indices, draw, n_classes, classes)
+        fitted = self._run_members(parts, indices, draw, n_classes, classes, scheduler)
         self._merge(fitted, parts, indices, n_classes)
         message = (f"{type(self).__name__}: fitted {len(indices)} members on "
                    f"{len(parts)} partition(s) in {time.perf_counter() - began:.2f} s")
@@ -410,8 +404,7 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
             print(message)
         return self
 
-    def _run_members(self, parts, indices, draw, n_classes, classes):
-        scheduler = getattr(self, "_scheduler", None)
+    def _run_members(self, parts, indices, draw, n_classes, classes, scheduler):
         if scheduler is None:
             with Scheduler(backend=self.backend, n_jobs=self.n_jobs, progress=self.progress,
                            desc=type(self).__name__) as scheduler:
@@ -468,11 +461,12 @@ class BaggedForest(MetaEstimatorMixin, BaseEstimator):
     def _set_oob(self, records, parts, indices, n_classes):
         offsets = np.concatenate([[0], np.cumsum(parts.n_samples)])
         n_total = int(offsets[-1])
-        width = n_classes if n_classes is not None else None
         first = next((records[i].value.oob_values for i in indices
                       if records[i].value.oob_values is not None), None)
-        shape = (n_total, width) if width else (n_total,) + (
-            () if first is None else first.shape[1:])
+        if n_classes is not None:
+            shape = (n_total, n_classes)
+        else:  # regression: one column per output
+            shape = (n_total,) + (() if first is None else first.shape[1:])
         total, counts = np.zeros(shape), np.zeros(n_total)
         for i in indices:
             member = records[i].value

@@ -40,6 +40,24 @@ def is_dask_backend(backend):
     return module.startswith("distributed") and type(backend).__name__ == "Client"
 
 
+def connect(backend):
+    """``(client, owned)`` for a Dask ``backend``: an address connects a new client
+    (owned: close it after), ``"dask"`` or None the current one, a Client itself."""
+    distributed = _distributed()
+    if isinstance(backend, str) and "://" in backend:
+        return distributed.Client(backend), True
+    if backend is None or isinstance(backend, str):
+        try:
+            return distributed.get_client(), False
+        except ValueError as exc:
+            raise ValueError(
+                "backend='dask' needs a running Dask client. Start one first: "
+                "from distributed import Client; client = Client()  # or "
+                "Client('tcp://scheduler:8786'); or pass backend=client."
+            ) from exc
+    return backend, False
+
+
 class _Shared:
     """A placeholder for one value scattered by a :class:`DaskEngine`."""
 
@@ -68,22 +86,7 @@ class DaskEngine:
     supports_timeout = False
 
     def __init__(self, backend="dask", n_jobs=None, pre_dispatch=None):
-        distributed = _distributed()
-        self._owned = False
-        if isinstance(backend, str) and "://" in backend:
-            self.client = distributed.Client(backend)
-            self._owned = True
-        elif isinstance(backend, str):
-            try:
-                self.client = distributed.get_client()
-            except ValueError as exc:
-                raise ValueError(
-                    "backend='dask' needs a running Dask client. Start one first: "
-                    "from distributed import Client; client = Client()  # or "
-                    "Client('tcp://scheduler:8786'); or pass backend=client."
-                ) from exc
-        else:
-            self.client = backend
+        self.client, self._owned = connect(backend)
         self.max_retries = 2
         self._shared = []
         self._originals = []
