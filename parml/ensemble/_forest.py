@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import _compat
 from .._compat import HasMethods, Interval, RealNotInt
+from .._live_backend import PortableBackendMixin
 from ..scheduler import Scheduler, Task, check_backend
 from ..scheduler._dask import is_dask_backend
 from ..tracing import logger
@@ -45,7 +46,7 @@ def _regressor(forest):
     return not _classifier(forest)
 
 
-class BaggedForest(MetaEstimatorMixin, BaseEstimator):
+class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     """A bagged ensemble fitted in parallel: a random forest by default.
 
     Each member is a clone of ``estimator`` fitted on a random draw of the

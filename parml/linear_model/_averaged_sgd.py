@@ -26,6 +26,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
 from .._compat import HasMethods, Interval, fit_context
+from .._live_backend import PortableBackendMixin
 from .._optional import import_optional
 from ..allreduce import _engines
 
@@ -226,7 +227,7 @@ def shard_rows(y, n_shards, random_state, stratify):
 # --------------------------------------------------------------------------- #
 
 
-class AveragedSGD(MetaEstimatorMixin, BaseEstimator):
+class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     """Linear model trained by SGD on data shards, averaged after every epoch.
 
     Iterative parameter mixing (as Vowpal Wabbit's AllReduce): the rows are

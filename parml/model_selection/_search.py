@@ -22,6 +22,7 @@ from sklearn.model_selection import (
 from sklearn.utils import indexable
 
 from .. import _compat
+from .._live_backend import PortableBackendMixin
 from ..scheduler import Scheduler, Task, check_backend
 from ..tracing import logger, trace_events
 from ._checks import (
@@ -341,7 +342,7 @@ def _best_index(refit, refit_metric, results):
     return best_index
 
 
-class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
+class ParallelGridSearchCV(PortableBackendMixin, ParallelSearchMixin, GridSearchCV):
     """Exhaustive search over a parameter grid, fitted in parallel.
 
     A drop-in replacement for :class:`sklearn.model_selection.GridSearchCV`:
@@ -504,7 +505,7 @@ class ParallelGridSearchCV(ParallelSearchMixin, GridSearchCV):
         return ParameterGrid(self.param_grid)
 
 
-class ParallelRandomizedSearchCV(ParallelSearchMixin, RandomizedSearchCV):
+class ParallelRandomizedSearchCV(PortableBackendMixin, ParallelSearchMixin, RandomizedSearchCV):
     """Randomized search over parameter settings, fitted in parallel.
 
     A drop-in replacement for
