@@ -139,3 +139,18 @@ def square_or_exit(x, exit_on=None, delay=0.0):
     if delay:
         time.sleep(delay)
     return x * x
+
+
+def hang_on_first_run(x, log_dir, marker=None, release=None, delay=0.05):
+    """``x * x``; the first call given ``marker`` creates it, then waits for ``release``.
+
+    It waits 60 s at most; every call leaves a file in ``log_dir``.
+    """
+    open(os.path.join(log_dir, f"{x}-{os.getpid()}-{time.time()}"), "w").close()
+    if marker is not None and not os.path.exists(marker):
+        open(marker, "w").close()
+        deadline = time.monotonic() + 60
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    time.sleep(delay)
+    return x * x

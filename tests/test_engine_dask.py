@@ -1,11 +1,16 @@
 """The Dask engine on a real LocalCluster (2 worker processes, loopback), started here."""
 
+import logging
 import os
+import time
 
 import numpy as np
 import pytest
 
 distributed = pytest.importorskip("distributed")
+
+#: A hang fails in a couple of minutes, well before the suite's own limit.
+pytestmark = pytest.mark.timeout(150)
 
 from joblib import parallel_config  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
@@ -13,12 +18,14 @@ from sklearn.exceptions import FitFailedWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_validate  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
-from _doubles import CountingBox, CountingClassifier, box_identity, count_fits  # noqa: E402
+from _doubles import (  # noqa: E402
+    CountingBox, CountingClassifier, box_identity, count_fits, hang_on_first_run,
+)
 from _oracle import assert_same_search  # noqa: E402
 from parml import (  # noqa: E402
     ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel,
 )
-from parml.scheduler import Scheduler, Task  # noqa: E402
+from parml.scheduler import Scheduler, Task, _lateness  # noqa: E402
 
 X, y = load_digits(return_X_y=True)
 X, y = X[:450], y[:450]
@@ -108,9 +115,43 @@ def test_python_errors_are_raised_once_not_retried(client, tmp_path):
     assert count_fits(log) == 4, "each fit ran once"
 
 
-def test_timeout_is_refused_on_dask(client):
-    with pytest.raises(ValueError, match="needs local worker processes"):
-        ParallelGridSearchCV(SVC(), GRID, cv=2, backend=client, timeout=5).fit(X, y)
+def test_timeout_abandons_a_long_fit_and_the_search_moves_on(client):
+    grid = {"c": [0, 1, 2, 3]}
+    reference = GridSearchCV(CountingClassifier(), grid, cv=2).fit(X, y)
+    slow = CountingClassifier(sleep_on=1, delay_on=20)
+    before = client.run(os.getpid)
+    with pytest.warns(FitFailedWarning, match=r"(?s)2 fits failed.*timeout=2 s"):
+        ours = ParallelGridSearchCV(slow, grid, cv=2, backend=client, timeout=2,
+                                    error_score=np.nan).fit(X, y)
+    scores = ours.cv_results_["mean_test_score"]
+    assert np.isnan(scores[1])
+    np.testing.assert_array_equal(scores[[0, 2, 3]],
+                                  reference.cv_results_["mean_test_score"][[0, 2, 3]])
+    assert client.run(os.getpid) == before, "no worker was killed"
+    client.wait_for_workers(2, timeout=30)
+    distributed.wait(client.submit(time.sleep, 0, pure=False), timeout=60)
+
+
+def test_a_straggler_gets_a_copy_and_the_first_to_finish_is_kept(client, tmp_path,
+                                                                 monkeypatch, caplog):
+    monkeypatch.setattr(_lateness, "SPECULATION_MIN_SECONDS", 1.0)
+    log, marker, release = tmp_path / "log", tmp_path / "hung", tmp_path / "release"
+    log.mkdir()
+    hangs = {"marker": str(marker), "release": str(release)}
+    tasks = [Task(key=i, func=hang_on_first_run,
+                  kwargs={"x": i, "log_dir": str(log), **(hangs if i == 3 else {})})
+             for i in range(8)]
+    try:
+        with caplog.at_level(logging.WARNING, logger="parml"):
+            with Scheduler(backend=client) as scheduler:
+                records = list(scheduler.run(tasks))
+        assert sorted((r.key, r.value) for r in records) == [(i, i * i) for i in range(8)]
+        runs = [name.split("-")[0] for name in os.listdir(log)]
+        assert runs.count("3") == 2 and len(runs) == 9, "one copy, of the straggler only"
+        assert not release.exists() and marker.exists(), "the original was still running"
+        assert any("a copy runs on another worker" in r.getMessage() for r in caplog.records)
+    finally:
+        release.touch()
 
 
 def test_killed_worker_is_survived_and_a_fit_that_always_kills_fails(tmp_path):

@@ -33,8 +33,10 @@ class Scheduler:
         A result store: each finished task with a ``cache_key`` is written
         there as it arrives, and tasks already there are not run again.
     timeout : float or None, default=None
-        Seconds a task may run before it is stopped and recorded through
-        ``Task.on_lost``. Needs worker processes (or ``n_jobs=1``).
+        Seconds a task may run before it is recorded through ``Task.on_lost``.
+        Local worker processes (or ``n_jobs=1``) stop the task; remote engines
+        (Dask, ipyparallel) abandon it and move on, leaving its worker alone.
+        Refused with threads, which cannot be stopped.
 
     Examples
     --------
@@ -65,13 +67,16 @@ class Scheduler:
         self.store = None if memory is None else ResultStore(memory)
         self.timeout = timeout
         self.n_cached = 0
-        if timeout is not None and (self.engine.uses_threads
-                                    or not getattr(self.engine, "supports_timeout", True)):
+        if timeout is not None and self.engine.uses_threads:
             raise ValueError(
-                f"timeout={timeout!r} needs local worker processes: a thread (as in "
-                "threading or Dask workers) cannot be stopped. Use backend='loky' "
-                "(or n_jobs=1), or timeout=None."
+                f"timeout={timeout!r} needs worker processes or a remote engine: a "
+                "thread cannot be stopped. Use backend='loky' (or n_jobs=1, Dask, "
+                "ipyparallel), or timeout=None."
             )
+        self._remote = getattr(self.engine, "remote", False)
+        if self._remote:
+            # a remote engine abandons a late task itself; its worker is left alone
+            self.engine.timeout = timeout
 
     def __enter__(self):
         return self
@@ -103,7 +108,9 @@ class Scheduler:
         cached, todo = self._look_up(tasks)
         self.n_cached = len(cached)
         n_done = 0
-        func = execute if self.timeout is None else partial(execute, timeout=self.timeout)
+        func = execute
+        if self.timeout is not None and not self._remote:
+            func = partial(execute, timeout=self.timeout)
         with progress_bar(self.progress, total=len(tasks), desc=self.desc) as bar:
             try:
                 for record in cached:
