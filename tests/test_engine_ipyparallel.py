@@ -1,12 +1,17 @@
 """The ipyparallel engine on real clusters (a controller and engines on loopback), started here."""
 
+import logging
 import os
 import pickle
+import signal
+import time
 
 import numpy as np
 import pytest
 
 ipyparallel = pytest.importorskip("ipyparallel")
+# every test starts or reuses a cluster; none may hold the suite for long
+pytestmark = pytest.mark.timeout(150)
 
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.exceptions import FitFailedWarning  # noqa: E402
@@ -14,6 +19,7 @@ from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_vali
 from sklearn.svm import SVC  # noqa: E402
 
 from _doubles import (  # noqa: E402
+    hang_on_first_run,
     CountingBox, CountingClassifier, FailingClassifier, box_identity, count_fits,
     unpickled_count,
 )
@@ -22,6 +28,7 @@ from parml import (  # noqa: E402
     ParallelGridSearchCV, ParallelRandomizedSearchCV, cross_val_parallel,
 )
 from parml.scheduler import Scheduler, Task, check_backend  # noqa: E402
+from parml.scheduler import _ipyparallel, _lateness  # noqa: E402
 
 X, y = load_digits(return_X_y=True)
 X, y = X[:450], y[:450]
@@ -170,11 +177,6 @@ def test_stopping_early_aborts_the_queued_tasks(client, tmp_path):
     assert count_fits(tmp_path) <= 6
 
 
-def test_timeout_is_refused(client):
-    with pytest.raises(ValueError, match="needs local worker processes"):
-        ParallelGridSearchCV(SVC(), GRID, cv=2, backend=client, timeout=5).fit(X, y)
-
-
 def test_task_where_pins_a_task_to_an_engine(client):
     pid_of = engine_pids(client)
     with Scheduler(backend=client) as scheduler:
@@ -213,8 +215,6 @@ def test_killed_engine_is_survived_and_given_up_after_max_retries(tmp_path):
 
 
 def test_cluster_without_engines_is_a_clear_error(monkeypatch):
-    from parml.scheduler import _ipyparallel
-
     monkeypatch.setattr(_ipyparallel, "WORKER_TIMEOUT", 1.0)
     cluster, client = start_cluster(0)
     try:
@@ -263,3 +263,125 @@ def test_tiny_tasks_are_batched_and_long_ones_are_not(client):
             [Task(key=i, func=square_or_exit, kwargs={"x": i, "delay": 0.2})
              for i in range(6)]))
     assert len(records) == 6 and len(client.history) - before >= 6  # long ones go alone
+
+
+def kill_engine(pid):
+    """SIGKILL an engine process and wait (up to 10 s) until it is gone."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"engine process {pid} still exists 10 s after SIGKILL")
+
+
+def kill_first(engine_class, method, pid, monkeypatch):
+    """Make ``engine_class.method`` kill engine ``pid`` before it runs (once)."""
+    original = getattr(engine_class, method)
+
+    def killing_first(self, *args, **kwargs):
+        if method == "_wait_for_engines":  # kill after the targets are known
+            targets = original(self, *args, **kwargs)
+            kill_engine(pid)
+            return targets
+        kill_engine(pid)
+        monkeypatch.setattr(engine_class, method, original)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(engine_class, method, killing_first)
+
+
+@pytest.mark.parametrize("when", ["before_fit", "start_up", "share"])
+def test_an_engine_dying_while_the_search_starts_is_left_out(when, monkeypatch):
+    cluster, client = start_cluster(3)
+    try:
+        pids = engine_pids(client)
+        victim = pids.pop(max(pids))
+        if when == "before_fit":  # the client may not know yet when the fit starts
+            kill_engine(victim)
+        else:  # asking the engines' hosts and cores, or pushing the data, meets a dead one
+            method = {"start_up": "_wait_for_engines", "share": "share"}[when]
+            kill_first(_ipyparallel.IPyParallelEngine, method, victim, monkeypatch)
+        start = time.monotonic()
+        ours = ParallelGridSearchCV(SVC(), GRID, cv=3, backend=client).fit(X, y)
+        assert time.monotonic() - start < 30, "no long wait for the dead engine"
+        assert_same_search(ours, GridSearchCV(SVC(), GRID, cv=3).fit(X, y), X)
+        assert {t["pid"] for t in ours.trace_} <= set(pids.values())
+        assert sorted(client.ids) == sorted(pids), "the hub noticed the death"
+        assert parml_names(client) == [], "the engines left delete the pushed data"
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def test_an_engine_dying_during_start_up_with_none_left_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(_ipyparallel, "WORKER_TIMEOUT", 2.0)
+    cluster, client = start_cluster(1)
+    try:
+        (pid,) = engine_pids(client).values()
+        kill_first(_ipyparallel.IPyParallelEngine, "_wait_for_engines", pid, monkeypatch)
+        with pytest.raises(RuntimeError, match=r"no engine.* after 2 s.*ipcluster"):
+            ParallelGridSearchCV(SVC(), GRID, cv=2, backend=client).fit(X, y)
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def test_timeout_abandons_a_long_fit_and_the_search_moves_on(monkeypatch, caplog):
+    monkeypatch.setattr(_lateness, "STALL_REPORT_SECONDS", 1.0)
+    cluster, client = start_cluster(3)  # both fits of c=1 hold an engine for 30 s
+    pids = engine_pids(client)
+    try:
+        grid = {"c": [0, 1, 2, 3]}
+        reference = GridSearchCV(CountingClassifier(), grid, cv=2).fit(X, y)
+        slow = CountingClassifier(sleep_on=1, delay_on=30)
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="parml"):
+            with pytest.warns(FitFailedWarning, match=r"(?s)2 fits failed.*timeout=3 s"):
+                ours = ParallelGridSearchCV(slow, grid, cv=2, backend=client, timeout=3,
+                                            error_score=np.nan).fit(X, y)
+        assert time.monotonic() - start < 15, "long before the 30 s sleeps end"
+        scores = ours.cv_results_["mean_test_score"]
+        assert np.isnan(scores[1])
+        np.testing.assert_array_equal(scores[[0, 2, 3]],
+                                      reference.cv_results_["mean_test_score"][[0, 2, 3]])
+        assert ours.best_params_ == reference.best_params_
+        assert sorted(client.ids) == sorted(pids), "no engine was killed"
+        for pid in pids.values():
+            os.kill(pid, 0)  # (two still sleep: asking them would wait for it)
+        stalls = [r.getMessage() for r in caplog.records
+                  if "No task has finished" in r.getMessage()]
+        assert stalls and "on engine" in stalls[0], "a stall names the tasks and engines"
+    finally:
+        for pid in pids.values():  # two still sleep: a quick end for the cluster
+            kill_engine(pid)
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def test_a_straggler_gets_a_copy_and_the_first_to_finish_is_kept(client, tmp_path,
+                                                                 monkeypatch, caplog):
+    monkeypatch.setattr(_lateness, "SPECULATION_MIN_SECONDS", 1.0)
+    log, marker, release = tmp_path / "log", tmp_path / "hung", tmp_path / "release"
+    log.mkdir()
+    hangs = {"marker": str(marker), "release": str(release)}
+    tasks = [Task(key=i, func=hang_on_first_run,
+                  kwargs={"x": i, "log_dir": str(log), **(hangs if i == 3 else {})})
+             for i in range(8)]
+    try:
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="parml"):
+            with Scheduler(backend=client) as scheduler:
+                records = list(scheduler.run(tasks))
+        assert time.monotonic() - start < 20, "the copy finished long before the original"
+        assert sorted((r.key, r.value) for r in records) == [(i, i * i) for i in range(8)]
+        runs = [name.split("-")[0] for name in os.listdir(log)]
+        assert runs.count("3") == 2 and len(runs) == 9, "one copy, of the straggler only"
+        assert not release.exists() and marker.exists(), "the original is still running"
+        assert any("a copy runs on another engine" in r.getMessage() for r in caplog.records)
+    finally:
+        release.touch()
+        assert client.wait(timeout=30), "the original ends once released"
