@@ -11,7 +11,8 @@ the scheduler, when it starts (:mod:`._dask_rerun`). From that:
   the tasks of a batch (or of a worker with several threads) become
   suspects. Suspects, and tasks that killed a worker, are sent one at a
   time, only to workers that have been up for :data:`SETTLE_SECONDS`, and
-  never to the last worker alive: a task that kills its worker never takes
+  not to the last worker alive while another may come back
+  (:data:`LAST_WORKER_GRACE`): a task that kills its worker does not take
   the cluster down with it (a worker that dies while it starts may not be
   restarted by its nanny). After ``max_retries`` deaths a task is given up
   (:class:`~._tasks.LostTask`): it costs its fit, not the search.
@@ -48,6 +49,8 @@ WORKER_TIMEOUT = 30.0
 MAX_RESUBMITS = 500
 #: Seconds a worker must have been up before it is sent a task that killed a worker.
 SETTLE_SECONDS = 2.0
+#: Seconds a suspect waits for a second worker before it runs on the last one alive.
+LAST_WORKER_GRACE = 10.0
 #: Seconds between two looks at the run when nothing happens.
 POLL_SECONDS = 0.5
 #: Seconds to wait for the result of a unit Dask says is finished.
@@ -110,6 +113,7 @@ class DaskRun:
         self._reshared = set()  # late workers the shared data was moved away from
         self._trials = set()  # units that run a suspect alone
         self._most_workers = len(self.workers)
+        self._lonely_since = None
 
     # -- the loop ---------------------------------------------------------------
 
@@ -200,10 +204,24 @@ class DaskRun:
             return
         yield from self._look_at_workers(force=True)
         settled = self._settled()
-        if not settled or (len(self.workers) < 2 and self._most_workers > 1):
+        if not settled or self._waiting_for_a_second_worker():
             return
         self.on_trial.extend(self._resend([self.suspects.popleft()], workers=settled))
         self._trials.update(self.on_trial)
+
+    def _waiting_for_a_second_worker(self):
+        """Whether a suspect should wait for another worker than the last one alive.
+
+        It waits at most :data:`LAST_WORKER_GRACE` seconds: a restarted worker
+        is back by then, a lost host is not coming back.
+        """
+        if len(self.workers) >= 2 or self._most_workers < 2:
+            self._lonely_since = None
+            return False
+        now = time.monotonic()
+        if self._lonely_since is None:
+            self._lonely_since = now
+        return now - self._lonely_since < LAST_WORKER_GRACE
 
     # -- events -----------------------------------------------------------------
 
