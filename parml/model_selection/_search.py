@@ -403,9 +403,10 @@ class ParallelGridSearchCV(PortableBackendMixin, ParallelSearchMixin, GridSearch
         memory, killed) is run again before it is recorded as failed, under
         ``error_score``.
     timeout : float or None, default=None
-        Seconds one fit may run; a fit that runs longer is stopped and recorded
-        as failed under ``error_score``. Needs worker processes (the default
-        loky backend) or ``n_jobs=1``.
+        Seconds one fit may run; a fit that runs longer is recorded as failed
+        under ``error_score``. Worker processes (the default loky backend) and
+        ``n_jobs=1`` stop it; Dask and ipyparallel abandon it and move on
+        (the worker finishes it). Refused with threads, which cannot be stopped.
 
     Attributes
     ----------
