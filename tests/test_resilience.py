@@ -126,7 +126,7 @@ def test_fit_past_timeout_is_a_failed_fit():
 
 
 def test_timeout_with_threads_is_refused():
-    with pytest.raises(ValueError, match="timeout=1.0 needs local worker processes"):
+    with pytest.raises(ValueError, match="timeout=1.0 needs worker processes or a remote engine"):
         search(CountingClassifier(), timeout=1.0, backend="threading").fit(X, y)
 
 
