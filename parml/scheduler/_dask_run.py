@@ -196,9 +196,9 @@ class DaskRun:
     def _send_waiting(self):
         """Send the next suspect, alone, to the workers that have been up for a while.
 
-        Never while it would run on the last worker alive (unless the cluster
-        has only ever had one): a task that kills its worker then leaves the
-        cluster a worker to go on with.
+        Not to the last worker alive while another may come back (unless the
+        cluster has only ever had one): a task that kills its worker then
+        leaves the cluster a worker to go on with.
         """
         if not self.suspects or self.on_trial:
             return
@@ -240,7 +240,7 @@ class DaskRun:
 
         The units that were running on ``worker`` are left to Dask, which
         runs them again elsewhere at once: the rerun does not run the tasks
-        again but comes back as a :class:`~._dask.Rerun` (see :meth:`_died`).
+        again but comes back as a :class:`~._dask_rerun.Rerun` (see :meth:`_died`).
         """
         self.n_deaths += 1
         stranded = [u for u in self.pending.values()
