@@ -93,10 +93,9 @@ class DaskRun:
         self.max_retries = max_retries
         self.lateness = Lateness(timeout)
         n_workers = engine.n_workers
-        # with a timeout each task goes alone, so it can be abandoned alone
+        # with a timeout each task goes alone (never measured, so never batched)
+        # and all are sent at once, so that each can be abandoned alone
         self.batches = Batches(tasks, n_workers if timeout is None else len(tasks) or 1)
-        if timeout is not None:
-            self.batches.in_flight = max(self.batches.in_flight, 4 * n_workers)
         self.pending = {}  # Unit.name -> Unit
         self.events = queue.SimpleQueue()
         self.deaths, self.done = {}, set()
