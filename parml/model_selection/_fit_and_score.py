@@ -1,5 +1,6 @@
 """The unit of work of every search and cross-validation: fit on a split, score it."""
 
+import copy
 import threading
 import time
 from collections import OrderedDict
@@ -220,12 +221,12 @@ def _note_use():
 def split_data(estimator, data, split_idx):
     """``X_train, y_train, X_test, y_test`` of one split.
 
-    Small folds (up to ``MAX_CACHED_FOLD_BYTES``) are made once per worker and
-    shared, read-only, by every fit of the split on it (process or thread),
-    which saves indexing X again for each of many small fits; estimators that
-    write into their input copy it first (scikit-learn's own do). Larger folds
-    are made per fit, writable, as scikit-learn does. Data without a
-    ``"token"`` (one-off use) is split directly.
+    Every call returns folds of its own, writable, as scikit-learn's fits get:
+    an estimator (or a user's pipeline step) may write into its input. Small
+    folds (up to ``MAX_CACHED_FOLD_BYTES``) are made once per worker and kept
+    read-only; each fit gets a copy of them, which costs a memory copy instead
+    of indexing X again for each of many small fits. Larger folds are made per
+    fit. Data without a ``"token"`` (one-off use) is split directly.
     """
     X, y = data["X"], data["y"]
     train, test = data["splits"][split_idx]
@@ -237,7 +238,7 @@ def split_data(estimator, data, split_idx):
         _note_use()
         if key in _FOLDS:
             _FOLDS.move_to_end(key)
-            return _FOLDS[key]
+            return private_copies(_FOLDS[key])
         for stale in [k for k in _FOLDS if k[0] != token]:
             del _FOLDS[stale]  # a new fit: forget the folds of earlier ones
         while len(_FOLDS) >= MAX_CACHED_SPLITS:
@@ -249,7 +250,27 @@ def split_data(estimator, data, split_idx):
             if isinstance(array, np.ndarray):
                 array.setflags(write=False)
         _FOLDS[key] = folds
-        return folds
+        return private_copies(folds)
+
+
+def private_copy(value):
+    """A writable copy of a fold (array, sparse matrix, DataFrame, list) or None."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return np.array(value, order="K", copy=True)
+    if hasattr(value, "copy"):
+        return value.copy()
+    return copy.deepcopy(value)
+
+
+def private_copies(values):
+    """:func:`private_copy` of each value, the same copy where values are the same object."""
+    copies = {}
+    for value in values:
+        if id(value) not in copies:
+            copies[id(value)] = private_copy(value)
+    return tuple(copies[id(value)] for value in values)
 
 
 def _make_folds(estimator, X, y, train, test):
