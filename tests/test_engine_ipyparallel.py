@@ -214,6 +214,28 @@ def test_killed_engine_is_survived_and_given_up_after_max_retries(tmp_path):
         cluster.stop_cluster_sync()
 
 
+def test_a_fit_that_always_kills_its_engine_costs_its_candidate_only(monkeypatch):
+    """Each engine it kills is replaced with the cluster's launcher; the search completes."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        TESTS, os.environ.get("PYTHONPATH")])))  # for the engines started in place of dead ones
+    cluster, client = start_cluster(2)
+    try:
+        grid = {"c": [0, 1, 2, 3]}
+        reference = GridSearchCV(CountingClassifier(), grid, cv=3).fit(X, y)
+        with pytest.warns(FitFailedWarning, match="3 fits failed out of a total of 12") as w:
+            ours = ParallelGridSearchCV(CountingClassifier(crash_on=2, delay=0.05), grid, cv=3,
+                                        backend=client, refit=False).fit(X, y)
+        assert "EngineError" in str(w[0].message)
+        scores = ours.cv_results_["mean_test_score"]
+        assert np.isnan(scores[2])
+        np.testing.assert_array_equal(scores[[0, 1, 3]],
+                                      reference.cv_results_["mean_test_score"][[0, 1, 3]])
+        assert len(client.ids) >= 1, "engines were started in place of the dead ones"
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
 def test_cluster_without_engines_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(_ipyparallel, "WORKER_TIMEOUT", 1.0)
     cluster, client = start_cluster(0)

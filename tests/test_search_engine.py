@@ -121,36 +121,45 @@ def test_missing_tqdm_names_the_extra(monkeypatch):
 
 
 class FoldRecorder(ClassifierMixin, BaseEstimator):
-    """Scores the address of the training array it was fitted on."""
+    """Writes into the training array it is fitted on; scores 1 if it could."""
 
     def __init__(self, c=0):
         self.c = c
 
     def fit(self, X, y):
         self.classes_ = np.unique(y)
-        self.address_ = X.__array_interface__["data"][0]
         self.writeable_ = X.flags.writeable
+        if self.writeable_:
+            X[:] = -1.0  # as a user's step may: the next fit must not see it
         return self
 
     def predict(self, X):
         return np.full(len(X), self.classes_[0])
 
     def score(self, X, y):
-        return float(self.address_) if not self.writeable_ else -1.0
+        assert not np.any(X == -1.0), "a fit saw the folds another fit wrote into"
+        return float(self.writeable_)
 
 
 @pytest.mark.parametrize("engine", [dict(n_jobs=1), dict(n_jobs=2, backend="threading")],
                          ids=str)
-def test_fits_of_a_split_share_one_read_only_fold(engine):
+def test_fits_of_a_split_index_once_and_each_gets_writable_folds(engine, monkeypatch):
     from parml.model_selection import _fit_and_score
 
+    made = []
+    make_folds = _fit_and_score._make_folds
+    monkeypatch.setattr(_fit_and_score, "_make_folds",
+                        lambda *args: made.append(1) or make_folds(*args))
     X, y = make_classification(n_samples=200, random_state=0)
     search = ParallelGridSearchCV(FoldRecorder(), {"c": list(range(6))}, cv=3,
-                                  refit=False, **engine).fit(X, y)
+                                  refit=False, error_score="raise", **engine).fit(X, y)
     for split in range(3):
-        addresses = set(search.cv_results_[f"split{split}_test_score"])
-        assert -1.0 not in addresses, "fold arrays must be read-only"
-        # one process: one fold array per split (a split dropped from the small
-        # cache while a lagging thread still fits it is made again: never per fit)
-        assert len(addresses) <= engine["n_jobs"], "fits of a split share fold arrays"
+        assert set(search.cv_results_[f"split{split}_test_score"]) == {1.0}, \
+            "each fit gets writable folds of its own"
+    # one thread: the folds of each split are made once; threads may make a split's
+    # again when another dropped it from the small cache, never once per fit
+    if engine["n_jobs"] == 1:
+        assert len(made) == 3, "fits of a split share the indexing of X"
+    else:
+        assert len(made) < 18, "fits of a split share the indexing of X"
     assert not _fit_and_score._FOLDS, "fold data is dropped when the fit ends"

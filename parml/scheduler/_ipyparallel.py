@@ -17,11 +17,11 @@ Engines die, hang or lag; every wait here is bounded:
   without an answering engine for :data:`WORKER_TIMEOUT` seconds is an error.
 - A task whose engine died (``EngineError``) is resubmitted to the remaining
   engines up to ``max_retries`` times before it is given up as a
-  :class:`LostTask`.
+  :class:`~._tasks.LostTask`.
 - When a unit starts on an engine is known from the engine's first IOPub
   message about it (its "busy" status, sent when the engine takes the task
   up), which sets the engine id in the client's metadata of the task; the run
-  looks every :data:`POLL_SECONDS`. From that (:mod:`._lateness`): with
+  looks every :data:`~._ipyparallel_run.POLL_SECONDS`. From that (:mod:`._lateness`): with
   ``timeout=`` each task goes alone and one running past it is abandoned (its
   engine finishes it, the result is ignored); a unit running far longer than
   the others gets one speculative copy on another engine, the first to finish
@@ -34,18 +34,13 @@ import dataclasses
 import logging
 import os
 import pickle
-import queue
 import socket
 import time
 import traceback
-from typing import Any, Optional
 
 from threadpoolctl import threadpool_limits
 
 from .._optional import import_optional
-from ._batching import Batches
-from ._lateness import Lateness, StallReport, describe_waits
-from ._tasks import LostTask
 
 logger = logging.getLogger("parml")
 
@@ -56,10 +51,6 @@ REPLY_TIMEOUT = 60.0
 #: Once one engine answered, the others are left out after this many seconds
 #: plus twice what the first answer took, without a further answer.
 REPLY_GRACE = 5.0
-#: Resubmissions of tasks stranded or lost by engine deaths, in one run.
-MAX_RESUBMITS = 100
-#: Seconds between two looks at the units in flight (starts, timeouts, copies).
-POLL_SECONDS = 0.5
 #: The string forms of ``backend=`` (documented in check_backend's error).
 _PREFIX = "ipyparallel"
 
@@ -142,7 +133,7 @@ class IPyParallelEngine:
         them to engines as they become free.
     max_retries : int, default=2
         How many times a task whose engine died is resubmitted before it is
-        given up as a :class:`LostTask`.
+        given up as a :class:`~._tasks.LostTask`.
 
     Attributes
     ----------
@@ -181,6 +172,8 @@ class IPyParallelEngine:
         self._abandoned = []  # AsyncResults given up while they may still run
         self._left_out = set()  # engines that died or did not answer a call
         self._limits = {}  # host -> BLAS threads per task
+        self._pids = {}  # engine -> pid, for the engines on this host
+        self._dead = set()  # engines of this host seen dead
         try:
             self._targets = self._wait_for_engines()
             self._start_up()
@@ -206,6 +199,7 @@ class IPyParallelEngine:
         hosts = self._on_engines(lambda view: view.apply_async(_host_and_cores),
                                  self._targets, "its host and cores")
         self._limits.update(_limits_of(hosts.values()))
+        self._note_pids(hosts)
         self._targets = sorted(hosts)
 
     def _blas_limits(self, targets):
@@ -217,7 +211,25 @@ class IPyParallelEngine:
         hosts, _ = self._ask(lambda view: view.apply_async(_host_and_cores), targets,
                              "its host and cores")
         self._limits.update(_limits_of(hosts.values()))
+        self._note_pids(hosts)
         return sorted(hosts)
+
+    def _note_pids(self, hosts):
+        here = socket.gethostname()
+        self._pids.update({engine: pid for engine, (host, _, pid) in hosts.items()
+                           if host == here})
+
+    def _dead_here(self):
+        """Engines on this host whose process has exited: left out at once.
+
+        The controller notices a dead engine by missed heartbeats, seconds
+        later; a process of this host is seen gone within a poll.
+        """
+        dead = {engine for engine, pid in self._pids.items()
+                if engine not in self._left_out and not _process_alive(pid)}
+        self._left_out |= dead
+        self._dead |= dead
+        return dead
 
     def _on_engines(self, call, targets, what):
         """``call(view)`` on each engine of ``targets``; the answers of the engines alive.
@@ -347,10 +359,16 @@ class IPyParallelEngine:
         return self._blas_limits(engines) if engines else []
 
     def _live_targets(self):
-        """The engines to send tasks to, without those the client knows have died."""
-        if not set(self._targets) <= set(self.client.ids):
+        """The engines to send tasks to: without those the client knows have died,
+        with those that joined since (they are sent the shared data first)."""
+        ids = set(self.client.ids)
+        if not set(self._targets) <= ids or ids - self._left_out - set(self._targets):
             self._refresh_targets()
         return self._targets
+
+    def _gone(self):
+        """Engines that died: targets the client no longer knows, and those seen dead here."""
+        return (set(self._targets) - set(self.client.ids)) | self._dead
 
     def _busy_engines(self):
         """Engines still running a unit given up on (a timeout, a beaten copy)."""
@@ -394,11 +412,13 @@ class IPyParallelEngine:
         batches that spare each the engine's few milliseconds of overhead
         (with :attr:`timeout` set, every task goes alone). A task whose engine
         died more than ``max_retries`` times, or that ran past
-        :attr:`timeout`, comes back as a :class:`LostTask` (the tasks of a
+        :attr:`timeout`, comes back as a :class:`~._tasks.LostTask` (the tasks of a
         batch lost with its engine are retried one by one); an error raised
-        by the task is raised here. See :class:`_Run`.
+        by the task is raised here. See :class:`~._ipyparallel_run.IPyParallelRun`.
         """
-        yield from _Run(self, func, tasks)
+        from ._ipyparallel_run import IPyParallelRun
+
+        yield from IPyParallelRun(self, func, tasks)
 
     def close(self):
         """Delete the pushed data from the engines; close the client if opened here.
@@ -436,12 +456,12 @@ class IPyParallelEngine:
 
 
 def _limits_of(hosts):
-    """BLAS threads per task on each host of ``hosts`` (``(host, cores)`` per engine)."""
+    """BLAS threads per task on each host of ``hosts`` (``(host, cores, pid)`` per engine)."""
     hosts = list(hosts)
     count = {}
-    for host, _ in hosts:
+    for host, *_ in hosts:
         count[host] = count.get(host, 0) + 1
-    return {host: max(1, cores // count[host]) for host, cores in hosts}
+    return {host: max(1, cores // count[host]) for host, cores, *_ in hosts}
 
 
 def _wait_for_replies(results):
@@ -468,246 +488,6 @@ def _wait_for_replies(results):
         results[waiting[0]].wait(min(0.1, last + quiet_limit - now))
 
 
-@dataclasses.dataclass(eq=False)
-class _Unit:
-    """Tasks sent as one ipyparallel task, and what is known of where they run."""
-
-    tasks: list
-    result: Any  # its AsyncResult
-    started: Optional[float] = None  # time.monotonic() when seen starting
-    engine: Optional[int] = None
-    twin: Optional["_Unit"] = None  # the speculative copy of this unit, or its original
-    copy: bool = False
-
-
-class _Singles(Batches):
-    """Units of one task each: with ``timeout=`` a task is abandoned alone."""
-
-    def size(self):
-        return 1
-
-
-class _Run:
-    """One ``map_unordered`` run: yields results (and LostTasks) as they finish.
-
-    Each unit's start is seen in the client's metadata of its task (the
-    engine id, set by the engine's first IOPub message about it, its "busy"
-    status). Every :data:`POLL_SECONDS` the run looks at the units in flight
-    (:mod:`._lateness`): a task past ``engine.timeout`` is abandoned, a unit
-    far later than the others gets one copy on another engine, a stall is
-    reported. A unit given up on is aborted (harmless if it already runs: its
-    engine finishes it) and its late result ignored; a task is yielded once.
-
-    Parameters
-    ----------
-    engine : IPyParallelEngine
-        Submits units; holds ``max_retries`` and ``timeout``.
-    func : callable
-        ``func(task)`` runs on the engines (:func:`~._tasks.execute`).
-    tasks : iterable of Task
-    """
-
-    def __init__(self, engine, func, tasks):
-        self.engine, self.client, self.func = engine, engine.client, func
-        self.lateness = Lateness(getattr(engine, "timeout", None))
-        kind = Batches if self.lateness.timeout is None else _Singles
-        self.batches = kind(tasks, engine.n_workers)
-        self.pending = {}  # msg id -> _Unit
-        self.finished = queue.SimpleQueue()
-        self.done, self.deaths = set(), {}  # ids of the tasks yielded; deaths per task
-        self.n_resubmits = 0
-        self.stall = StallReport(time.monotonic())
-        self.last_look = float("-inf")
-        self.hogged_since = None
-
-    def __iter__(self):
-        try:
-            self._refill()
-            while self.pending:
-                unit = _next(self.finished)
-                if unit is not None:
-                    yield from self._on_done(unit)
-                yield from self._watch()
-                self._refill()
-        finally:
-            self.batches.clear()
-            self._forget(*self.pending.values())
-
-    # -- sending ----------------------------------------------------------------
-
-    def _send(self, tasks, pinned=True, targets=None):
-        result = self.engine._submit_unit(self.func, tasks, pinned=pinned, targets=targets)
-        unit = _Unit(tasks=list(tasks), result=result)
-        self.pending[_msg_id(result)] = unit
-        result.add_done_callback(lambda _: self.finished.put(unit))  # the client's thread
-        return unit
-
-    def _refill(self):
-        while self.batches.may_send(len(self.pending)):
-            self._send(self.batches.next_unit())
-
-    def _resend(self, tasks, error):
-        self.n_resubmits += len(tasks)
-        if self.n_resubmits > MAX_RESUBMITS:
-            raise RuntimeError(f"Tasks were resubmitted after engine deaths {MAX_RESUBMITS} "
-                               f"times; giving up. Waiting were: {[t.key for t in tasks]!r}."
-                               ) from error
-        self.engine._refresh_targets()
-        for task in tasks:  # one by one, unpinned: its engine may be dead
-            self._send([task], pinned=False)
-
-    def _forget(self, *units):
-        """Stop waiting for ``units``: abort them (they may run on to their end)."""
-        results = []
-        for unit in units:
-            if unit is not None and self.pending.pop(_msg_id(unit.result), None) is not None:
-                results.append(unit.result)
-        if not results:
-            return
-        self.engine._abandoned.extend(results)
-        try:
-            self.client.abort(results, block=False)
-        except (OSError, RuntimeError, IndexError, KeyError, ipyparallel_errors()):
-            pass  # the controller or the engines are gone
-
-    # -- results ----------------------------------------------------------------
-
-    def _on_done(self, unit):
-        self.engine._finished.append(_msg_id(unit.result))
-        if self.pending.pop(_msg_id(unit.result), None) is None:
-            return  # forgotten: timed out, a beaten twin, or the run stopped
-        try:
-            value = unit.result.get()
-        except Exception as exc:
-            cause = _engine_failure(exc)
-            if cause is None:
-                raise  # the wrapper itself failed, e.g. parml missing there
-            yield from self._engine_lost(unit, cause, exc)
-            return
-        self._forget(unit.twin)
-        yield from self._accept(unit, value)
-
-    def _accept(self, unit, value):
-        self.stall.progress(time.monotonic())
-        for task, item in zip(unit.tasks, value if len(unit.tasks) > 1 else [value]):
-            if id(task) in self.done:
-                continue
-            if isinstance(item, _Raised):
-                raise item.error from RemoteTraceback(item.text)
-            self.done.add(id(task))
-            if hasattr(item, "start") and hasattr(item, "end"):
-                self.lateness.record(item.end - item.start)
-            self.batches.record(item)
-            yield item
-
-    def _engine_lost(self, unit, cause, error):
-        """``unit`` failed with its engine(s): count a death alone, send the rest again."""
-        twin = unit.twin
-        if twin is not None and _msg_id(twin.result) in self.pending:
-            twin.twin = None  # the other copy goes on
-            return
-        again = []
-        for task in unit.tasks:
-            if id(task) in self.done:
-                continue
-            # stranded tasks are innocent, and so may be the tasks of a
-            # batch: only a death alone counts
-            if cause == "EngineError" and len(unit.tasks) == 1:
-                n = self.deaths[id(task)] = self.deaths.get(id(task), 0) + 1
-                if n > self.engine.max_retries:
-                    self.done.add(id(task))
-                    yield LostTask(task=task, reason=f"EngineError: {error}", attempts=n)
-                    continue
-            again.append(task)
-        self._resend(again, error)
-
-    # -- the watch --------------------------------------------------------------
-
-    def _watch(self):
-        """Every :data:`POLL_SECONDS`: note starts, abandon, copy, report (LostTasks)."""
-        now = time.monotonic()
-        if now - self.last_look < POLL_SECONDS:
-            return
-        self.last_look = now
-        self._note_starts(now)
-        for unit in list(self.pending.values()):
-            if unit.started is None or _msg_id(unit.result) not in self.pending:
-                continue
-            running = now - unit.started
-            if len(unit.tasks) == 1 and self.lateness.timed_out(running):
-                yield from self._time_out(unit)
-            elif (unit.twin is None and not unit.copy
-                  and self.lateness.is_late(running, len(unit.tasks))):
-                self._speculate(unit, running)
-        self._check_hogged(now)
-        self._report_stall(now)
-
-    def _note_starts(self, now):
-        metadata = self.client.metadata
-        for msg_id, unit in self.pending.items():
-            if unit.started is None and msg_id in metadata:
-                engine = metadata[msg_id]["engine_id"]
-                if engine is not None:
-                    unit.started, unit.engine = now, engine
-                    self.stall.progress(now)
-
-    def _time_out(self, unit):
-        task = unit.tasks[0]
-        self._forget(unit, unit.twin)
-        if id(task) in self.done:
-            return
-        self.done.add(id(task))
-        self.stall.progress(time.monotonic())
-        logger.warning("parml: task %r ran longer than timeout=%s s on ipyparallel engine %s; "
-                       "it is abandoned (the engine finishes it, its result is ignored).",
-                       task.key, self.lateness.timeout, unit.engine)
-        yield LostTask(task=task, reason=f"it ran longer than timeout={self.lateness.timeout} s",
-                       attempts=1)
-
-    def _speculate(self, unit, running):
-        if any(task.where is not None for task in unit.tasks):
-            return  # pinned to its engine
-        others = [e for e in self.engine._live_targets() if e != unit.engine]
-        if not others:
-            return
-        copy = self._send(unit.tasks, pinned=False, targets=others)
-        copy.copy, unit.twin, copy.twin = True, copy, unit
-        logger.warning("parml: tasks %r have run %.0f s on ipyparallel engine %s, much longer "
-                       "than the others (median %.2f s); a copy runs on another engine and "
-                       "the first to finish is kept.", [t.key for t in unit.tasks], running,
-                       unit.engine, self.lateness.median())
-
-    def _check_hogged(self, now):
-        """Every live engine still runs a unit given up on, and units wait: bounded."""
-        waiting = [u for u in self.pending.values() if u.started is None]
-        busy = self.engine._busy_engines() if waiting else set()
-        if not busy or not set(self.engine._live_targets()) <= busy:
-            self.hogged_since = None
-            return
-        if self.hogged_since is None:
-            self.hogged_since = now
-        limit = max(WORKER_TIMEOUT, self.lateness.timeout or 0.0)
-        if now - self.hogged_since > limit:
-            raise RuntimeError(
-                f"Every ipyparallel engine ({sorted(busy)}) has been running, for {limit:g} s, "
-                "a task this run gave up on (timeout= or a beaten speculative copy), and "
-                f"{len(waiting)} unit(s) wait for a free engine: "
-                f"{[t.key for u in waiting[:10] for t in u.tasks]!r}. Restart the engines "
-                "or add some (ipcluster engines -n 4), or raise timeout=; with memory= "
-                "set, a rerun keeps the fits that finished.")
-
-    def _report_stall(self, now):
-        if not self.pending or not self.stall.due(now):
-            return
-        waits = [([t.key for t in u.tasks],
-                  None if u.engine is None else f"engine {u.engine}",
-                  None if u.started is None else now - u.started)
-                 for u in self.pending.values()]
-        busy = self.engine._busy_engines()
-        also = f" Engines {sorted(busy)} still run tasks given up on." if busy else ""
-        logger.warning("parml: %s%s", describe_waits(waits, self.stall.quiet_for(now)), also)
-
-
 def _profile_flags(kwargs):
     flags = ""
     if "profile" in kwargs:
@@ -720,14 +500,6 @@ def _profile_flags(kwargs):
 def ipyparallel_errors():
     """The base class of ipyparallel's errors."""
     return _ipyparallel().error.IPythonError
-
-
-def _next(finished):
-    """The next finished unit, or None after :data:`POLL_SECONDS` (Ctrl-C gets through)."""
-    try:
-        return finished.get(timeout=POLL_SECONDS)
-    except queue.Empty:
-        return None
 
 
 def _msg_id(result):
@@ -746,7 +518,17 @@ def _engine_failure(error):
 
 
 def _host_and_cores():
-    return socket.gethostname(), os.cpu_count() or 1
+    return socket.gethostname(), os.cpu_count() or 1, os.getpid()
+
+
+def _process_alive(pid):
+    """Whether process ``pid`` of this host runs (an exited child not yet reaped does not)."""
+    import psutil  # an ipyparallel dependency
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _resolve(value, shared):
