@@ -233,3 +233,87 @@ def test_dask_array_shards_stay_on_their_workers():
     finally:
         client.close()
         cluster.close()
+
+
+def test_wrapped_parameters_can_be_set_without_an_estimator():
+    # estimator=None stands for SGDClassifier(): estimator__<name> first makes
+    # it a new SGDClassifier, never a shared default that another object sees.
+    model = AveragedSGD().set_params(estimator__alpha=1e-3, estimator__loss="log_loss")
+    assert isinstance(model.estimator, SGDClassifier)
+    assert model.estimator.get_params()["alpha"] == 1e-3
+    assert model.estimator.get_params()["loss"] == "log_loss"
+    assert AveragedSGD().estimator is None and AveragedSGD().set_params().estimator is None
+    replaced = AveragedSGD().set_params(estimator=None, estimator__alpha=1e-2)
+    assert replaced.estimator.get_params()["alpha"] == 1e-2
+    given = AveragedSGD().set_params(estimator=Perceptron(), estimator__alpha=1e-2)
+    assert isinstance(given.estimator, Perceptron) and given.estimator.alpha == 1e-2
+    with pytest.raises(ValueError, match="Invalid parameter 'nope' for estimator SGDClassifier"):
+        AveragedSGD().set_params(estimator__nope=1)
+    X, y = make_classification(500, 5, random_state=0)
+    fitted = model.set_params(max_iter=5, tol=None, random_state=0).fit(X, y)
+    assert fitted.estimator_.alpha == 1e-3 and hasattr(fitted, "predict_proba")
+
+
+def test_docs_grid_over_estimator_alpha_matches_sklearn_grid_search():
+    # The search of docs/averaged_sgd.md, as written, with the default estimator.
+    from sklearn.model_selection import GridSearchCV
+
+    from parml import ParallelGridSearchCV
+
+    X, y = make_classification(2000, 20, random_state=0)
+    grid = {"estimator__alpha": [1e-5, 1e-4, 1e-3]}
+    search = ParallelGridSearchCV(AveragedSGD(random_state=0), grid, cv=3)
+    search.fit(X, y)
+    theirs = GridSearchCV(AveragedSGD(random_state=0), grid, cv=3).fit(X, y)
+    assert search.best_params_ == theirs.best_params_
+    np.testing.assert_allclose(search.cv_results_["mean_test_score"],
+                               theirs.cv_results_["mean_test_score"])
+    best = search.best_estimator_
+    assert isinstance(best.estimator, SGDClassifier)
+    assert best.estimator.alpha == search.best_params_["estimator__alpha"]
+    assert search.best_score_ > 0.8
+
+
+@pytest.fixture
+def jupyter_without_ipywidgets(monkeypatch):
+    """This process looks like a Jupyter kernel to tqdm.autonotebook; ipywidgets is missing."""
+    import os
+    import sys
+    import types
+
+    pytest.importorskip("tqdm")
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = type("ZMQInteractiveShell", (), {})
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets fails
+    for name in [n for n in os.environ if n == "QT_API" or n.startswith("SPYDER")]:
+        monkeypatch.delenv(name)
+    chosen = ("tqdm.auto", "tqdm.autonotebook", "tqdm.notebook")
+    saved = {name: sys.modules.pop(name) for name in chosen if name in sys.modules}
+    yield chosen
+    for name in chosen:
+        sys.modules.pop(name, None)
+    sys.modules.update(saved)
+
+
+def test_progress_in_jupyter_without_ipywidgets_is_a_text_bar_without_warning(
+        jupyter_without_ipywidgets, capsys):
+    import importlib
+    import sys
+    import warnings
+
+    from tqdm import TqdmWarning
+
+    # the simulation is faithful: tqdm.auto itself warns here
+    with pytest.warns(TqdmWarning, match="IProgress not found"):
+        importlib.import_module("tqdm.auto")
+    for name in jupyter_without_ipywidgets:
+        sys.modules.pop(name, None)
+    X, y = make_classification(500, 5, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        AveragedSGD(max_iter=3, tol=None, random_state=0, progress=True).fit(X, y)
+    assert [str(w.message) for w in caught] == []
+    err = capsys.readouterr().err
+    assert "AveragedSGD" in err and "3/3" in err  # tqdm's text bar, on stderr

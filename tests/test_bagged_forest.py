@@ -1,6 +1,7 @@
 """BaggedForest: the same forest on any number of workers, sklearn-level accuracy, partitions."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -230,8 +231,154 @@ def test_partitions_keep_labels_and_weights_and_oob():
     ([(np.zeros((5, 3)), np.zeros(4))], None, "Partition 0 has 5 rows in X but 4 labels"),
     ([np.zeros((5, 3))], None, r"must be a tuple \(X, y\)"),
     ([], None, "non-empty list"),
+    ([(np.zeros((5, 3)), np.zeros(5)), (np.zeros((0, 3)), np.zeros(0))], None,
+     r"Partition 1 is empty \(0 rows\); .* Drop the empty ones"),
     ([(np.zeros((5, 3)), np.zeros(5))], np.zeros(5), "takes y inside each shard"),
 ])
 def test_bad_partitions_say_what_to_do(partitions, y, message):
     with pytest.raises(ValueError, match=message):
         BaggedForest(n_estimators=2).fit_partitions(partitions, y)
+
+
+def test_an_empty_dask_partition_is_named():
+    distributed = pytest.importorskip("distributed")
+    da = pytest.importorskip("dask.array")
+    X, y = load_iris(return_X_y=True)
+    with distributed.Client(processes=False, n_workers=1, dashboard_address=None) as client:
+        dX = da.from_array(X, chunks=((75, 0, 75), (4,)))
+        dy = da.from_array(y, chunks=((75, 0, 75),))
+        with pytest.raises(ValueError, match=r"Partition 1 \(row chunk 1 of X\) is empty"):
+            BaggedForest(n_estimators=3, backend=client).fit_partitions(dX, dy)
+
+
+def member_votes(forest, X):
+    """Each member's class probabilities on X, in the forest's columns."""
+    votes = []
+    for member in forest.estimators_:
+        full = np.zeros((len(X), forest.n_classes_))
+        full[:, member.classes_.astype(int)] = member.predict_proba(X)
+        votes.append(full)
+    return np.array(votes)
+
+
+def test_a_tiny_partition_is_named_and_weighs_by_its_rows():
+    # A 1-row partition used to get a full vote (accuracy 0.099 in a user's
+    # run): it is now named in a warning, and each member's vote is weighted
+    # by its partition's rows.
+    X, y = X_digits[:1000], y_digits[:1000]
+    X_test, y_test = X_digits[1000:], y_digits[1000:]
+    parts = [(X[:900], y[:900]), (X[900:901], y[900:901])]
+    with pytest.warns(UserWarning, match=r"Partition 1 has 1 row \(of 901 rows in all\), "
+                                         "fewer than the 10 classes"):
+        forest = BaggedForest(n_estimators=10, random_state=0).fit_partitions(parts)
+    votes = member_votes(forest, X_test)
+    expected = np.average(votes, axis=0,
+                          weights=[900 if j == 0 else 1 for j in forest.estimators_partitions_])
+    np.testing.assert_allclose(forest.predict_proba(X_test), expected)
+    equal_votes = np.mean(np.argmax(votes.mean(axis=0), axis=1) == y_test)
+    assert forest.score(X_test, y_test) > 0.8 > 0.5 > equal_votes
+    # partitions of one size weigh alike: the plain mean, as in fit
+    even = BaggedForest(n_estimators=6, random_state=0).fit_partitions(
+        [(X[:500], y[:500]), (X[500:], y[500:])])
+    np.testing.assert_allclose(even.predict_proba(X_test), member_votes(even, X_test).mean(0))
+    reg = BaggedForest(DecisionTreeRegressor(), n_estimators=4, random_state=0)
+    with pytest.warns(UserWarning, match="Partition 0 has 1 row .* too few to fit a model"):
+        reg.fit_partitions([(X[:1], y[:1].astype(float)), (X[1:], y[1:].astype(float))])
+
+
+def test_default_member_parameters_can_be_set_and_searched():
+    forest = BaggedForest().set_params(estimator__max_depth=2)
+    assert forest.estimator.get_params()["max_depth"] == 2
+    assert forest.estimator.get_params()["max_features"] == "sqrt"
+    assert BaggedForest().estimator is None
+    X, y = X_digits[:600], y_digits[:600]
+    search = ParallelGridSearchCV(BaggedForest(n_estimators=5, random_state=0),
+                                  {"estimator__max_depth": [1, None]}, cv=3).fit(X, y)
+    assert search.best_params_ == {"estimator__max_depth": None}
+
+
+def test_dataframe_partitions_keep_feature_names_as_sklearn_does():
+    pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    parts = [(X.iloc[::2], y.iloc[::2]), (X.iloc[1::2], y.iloc[1::2])]
+    forest = BaggedForest(n_estimators=4, random_state=0).fit_partitions(parts)
+    np.testing.assert_array_equal(forest.feature_names_in_, X.columns)
+    assert forest.n_features_in_ == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forest.predict(X)  # the same columns: no warning
+    other = X.rename(columns={"petal width (cm)": "petal width"})
+    with pytest.raises(ValueError, match="The feature names should match") as ours:
+        forest.predict(other)
+    sklearn_forest = RandomForestClassifier(n_estimators=2).fit(X, y)
+    with pytest.raises(ValueError) as theirs:
+        sklearn_forest.predict(other)
+    assert str(ours.value) == str(theirs.value)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but "
+                                         "BaggedForest was fitted with feature names"):
+        forest.predict(X.to_numpy())
+    # refitted on arrays, the names are gone
+    arrays = [(X.to_numpy(), y.to_numpy())]
+    assert not hasattr(forest.fit_partitions(arrays), "feature_names_in_")
+
+
+def _renamed(X):
+    return X.rename(columns={"sepal width (cm)": "sepal width"})
+
+
+@pytest.mark.parametrize("first, second, message", [
+    (None, _renamed, r"Partition 1 has other columns than partition 0: it lacks \['sepal "
+                     r"width \(cm\)'\] and has \['sepal width'\] instead.* X1\[X0.columns\]"),
+    (None, lambda X: X[X.columns[::-1]], "Partition 1 has other columns .* in another order"),
+    (None, lambda X: X.to_numpy(), "Partition 0 has feature names but partition 1 has none"),
+    (lambda X: X.to_numpy(), None, "Partition 1 has feature names but partition 0 has none"),
+])
+def test_dataframe_partitions_with_other_columns_are_named(first, second, message):
+    pytest.importorskip("pandas")
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    X0, X1 = ((f or (lambda X: X))(part) for f, part in [(first, X.iloc[::2]),
+                                                         (second, X.iloc[1::2])])
+    with pytest.raises(ValueError, match=message):
+        BaggedForest(n_estimators=2).fit_partitions([(X0, y.iloc[::2]), (X1, y.iloc[1::2])])
+
+
+@pytest.fixture
+def jupyter_without_ipywidgets(monkeypatch):
+    """This process looks like a Jupyter kernel to tqdm.autonotebook; ipywidgets is missing."""
+    import sys
+    import types
+
+    pytest.importorskip("tqdm")
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = type("ZMQInteractiveShell", (), {})
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets fails
+    for name in [n for n in os.environ if n == "QT_API" or n.startswith("SPYDER")]:
+        monkeypatch.delenv(name)
+    chosen = ("tqdm.auto", "tqdm.autonotebook", "tqdm.notebook")
+    saved = {name: sys.modules.pop(name) for name in chosen if name in sys.modules}
+    yield chosen
+    for name in chosen:
+        sys.modules.pop(name, None)
+    sys.modules.update(saved)
+
+
+def test_progress_in_jupyter_without_ipywidgets_is_a_text_bar_without_warning(
+        jupyter_without_ipywidgets, capsys):
+    import importlib
+    import sys
+
+    from tqdm import TqdmWarning
+
+    # the simulation is faithful: tqdm.auto itself warns here
+    with pytest.warns(TqdmWarning, match="IProgress not found"):
+        importlib.import_module("tqdm.auto")
+    for name in jupyter_without_ipywidgets:
+        sys.modules.pop(name, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        BaggedForest(n_estimators=5, n_jobs=1, progress=True).fit(X_digits, y_digits)
+    assert [str(w.message) for w in caught] == []
+    err = capsys.readouterr().err
+    assert "BaggedForest" in err and "5/5" in err  # tqdm's text bar, on stderr

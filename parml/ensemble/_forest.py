@@ -26,16 +26,23 @@ from .._live_backend import PortableBackendMixin
 from ..scheduler import Scheduler, Task, check_backend
 from ..scheduler._dask import is_dask_backend
 from ..tracing import logger
+from ._checks import check_fit
 from ._members import (
     MAX_INT,
     Draw,
-    accepts_sample_weight,
     draw_member,
     fit_member,
     fits_by_weight,
     sum_predictions,
+    vote_weights,
 )
-from ._partitions import from_dask, from_shards, is_dask_collection
+from ._oob import oob_estimate
+from ._partitions import from_dask, from_shards, is_dask_collection, warn_small
+
+
+def _default_member():
+    """A random forest's tree: the member of ``BaggedForest(estimator=None)``."""
+    return DecisionTreeClassifier(max_features="sqrt")
 
 
 def _classifier(forest):
@@ -66,7 +73,10 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     estimator : estimator object, default=None
         The member to clone. None is a random forest's tree,
         ``DecisionTreeClassifier(max_features="sqrt")``. Pass a regressor
-        (e.g. ``DecisionTreeRegressor()``) for a regression forest.
+        (e.g. ``DecisionTreeRegressor()``) for a regression forest. Its
+        parameters can be set or searched as ``estimator__<name>`` even when
+        it is None: ``set_params(estimator__max_depth=3)`` first sets
+        ``estimator`` to a new default tree.
     n_estimators : int, default=100
         Number of members.
     max_samples : int or float, default=1.0
@@ -209,9 +219,28 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     # -- type and tags follow the member ------------------------------------
 
     def _template(self):
-        if self.estimator is None:
-            return DecisionTreeClassifier(max_features="sqrt")
-        return self.estimator
+        return _default_member() if self.estimator is None else self.estimator
+
+    def set_params(self, **params):
+        """Set the parameters of this forest, ``estimator__<name>`` ones included.
+
+        With ``estimator=None``, ``estimator__<name>`` first sets ``estimator``
+        to a new default tree, so the default's parameters can be searched.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameters of the forest, and ``estimator__<name>`` for the member.
+
+        Returns
+        -------
+        self : object
+            This forest.
+        """
+        if params.get("estimator", self.estimator) is None and any(
+                key.startswith("estimator__") for key in params):
+            params = {**params, "estimator": _default_member()}
+        return super().set_params(**params)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -295,6 +324,14 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self : object
             The fitted forest.
+
+        Notes
+        -----
+        Each member's vote (or prediction) is weighted by its partition's
+        rows. A partition of one row, or of fewer rows than classes, is fitted
+        with a warning naming it; an empty one is an error naming it.
+        DataFrame partitions must share their columns, which set
+        ``feature_names_in_`` (checked by :meth:`predict`, as in scikit-learn).
         """
         self._validate_params()
         if is_dask_collection(partitions):
@@ -307,7 +344,7 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
                             accept_sparse=("csr", "csc"))
         if self._tree_members():
             parts.X = [self._member_input(X) for X in parts.X]
-        self._set_partition_attributes(parts, classifier)
+        self._set_partition_attributes(parts, classifier, first=partitions[0][0])
         return self._fit_members(parts, classes=parts.classes)
 
     def _fit_dask(self, X, y):
@@ -326,13 +363,21 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
             self._set_partition_attributes(parts, classifier)
             return self._fit_members(parts, classes=parts.classes, scheduler=scheduler)
 
-    def _set_partition_attributes(self, parts, classifier):
-        self.n_features_in_ = parts.n_features
-        if hasattr(self, "feature_names_in_") and not self._continuing():
+    def _set_partition_attributes(self, parts, classifier, first=None):
+        """Fitted attributes of a partitioned fit; warn about tiny partitions.
+
+        ``feature_names_in_`` is read from ``first`` (partition 0's X, whose
+        columns all partitions share) by ``validate_data``; dask X has none.
+        """
+        if first is not None:
+            validate_data(self, first, reset=True, skip_check_array=True)
+        elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
+        self.n_features_in_ = parts.n_features
         if classifier:
             self.classes_ = parts.classes
             self.n_classes_ = len(parts.classes)
+        warn_small(parts)
 
     def _tree_members(self):
         return fits_by_weight(self._template())
@@ -347,33 +392,8 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     def _continuing(self):
         return self.warm_start and hasattr(self, "estimators_")
 
-    def _check_fit(self, parts):
-        estimator = self._template()
-        if self.oob_score and not self.bootstrap:
-            raise ValueError("oob_score=True needs bootstrap=True: only samples drawn "
-                             "with replacement leave rows out of bag. Set bootstrap=True "
-                             "or oob_score=False.")
-        if self.oob_score and self.warm_start:
-            raise ValueError("oob_score=True cannot be combined with warm_start=True: "
-                             "the out-of-bag estimate needs every member's rows. Fit "
-                             "with warm_start=False, or set oob_score=False.")
-        smallest = min(parts.n_samples)
-        if isinstance(self.max_samples, Integral) and self.max_samples > smallest:
-            where = "the smallest partition has" if len(parts) > 1 else "X has"
-            raise ValueError(f"max_samples={self.max_samples} is more than the {smallest} "
-                             f"samples {where}; pass at most {smallest}, or a fraction "
-                             "in (0, 1].")
-        if isinstance(self.max_features, Integral) and self.max_features > parts.n_features:
-            raise ValueError(f"max_features={self.max_features} is more than the "
-                             f"{parts.n_features} features of X; pass at most "
-                             f"{parts.n_features}, or a fraction in (0, 1].")
-        if parts.sample_weight is not None and not accepts_sample_weight(estimator):
-            raise ValueError(f"sample_weight was given but {type(estimator).__name__}.fit "
-                             "does not accept sample_weight; drop the weights or use a "
-                             "member that takes them.")
-
     def _fit_members(self, parts, classes, scheduler=None):
-        self._check_fit(parts)
+        check_fit(self, self._template(), parts)
         start = 0
         if self._continuing():
             start = len(self.estimators_)
@@ -457,49 +477,9 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         self.estimators_partitions_ = np.concatenate(
             [self.estimators_partitions_, [i % len(parts) for i in indices]]).astype(int)
         if self.oob_score:
-            self._set_oob(records, parts, indices, n_classes)
-
-    def _set_oob(self, records, parts, indices, n_classes):
-        offsets = np.concatenate([[0], np.cumsum(parts.n_samples)])
-        n_total = int(offsets[-1])
-        first = next((records[i].value.oob_values for i in indices
-                      if records[i].value.oob_values is not None), None)
-        if n_classes is not None:
-            shape = (n_total, n_classes)
-        else:  # regression: one column per output
-            shape = (n_total,) + (() if first is None else first.shape[1:])
-        total, counts = np.zeros(shape), np.zeros(n_total)
-        for i in indices:
-            member = records[i].value
-            if member.oob_values is None:
-                continue
-            rows = member.oob_rows + offsets[i % len(parts)]
-            total[rows] += member.oob_values
-            counts[rows] += 1
-        seen = counts > 0
-        if not seen.all():
-            warnings.warn(f"{int((~seen).sum())} samples were used by every member and "
-                          "have no out-of-bag estimate; oob_score_ leaves them out. Use "
-                          "more members for a reliable estimate.", UserWarning)
-        counts_b = counts.reshape((-1,) + (1,) * (total.ndim - 1))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            estimate = total / counts_b
-        y = self._all_targets(parts)
-        if n_classes is not None:
-            self.oob_decision_function_ = estimate
-            predicted = np.argmax(estimate[seen], axis=1)
-            self.oob_score_ = accuracy_score(y[seen], predicted)
-        else:
-            self.oob_prediction_ = estimate
-            self.oob_score_ = r2_score(y[seen], estimate[seen])
-
-    def _all_targets(self, parts):
-        """All targets, encoded as class indices for classifiers (small: no X moves)."""
-        ys = [np.asarray(y.result() if hasattr(y, "result") else y) for y in parts.y]
-        y = np.concatenate(ys)
-        if parts.classes is not None:
-            y = np.searchsorted(parts.classes, y)
-        return y
+            members = {i: records[i].value for i in indices}
+            for name, value in oob_estimate(members, parts, indices, n_classes).items():
+                setattr(self, name, value)
 
     # -- prediction -----------------------------------------------------------
 
@@ -510,16 +490,16 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         if self._tree_members():
             X = check_array(X, dtype=np.float32, accept_sparse="csr",
                             ensure_all_finite=False)
-        members = list(zip(self.estimators_, self.estimators_features_))
+        weights = vote_weights(self._member_n_samples)
+        members = [(member, self._cols(features), weight) for member, features, weight
+                   in zip(self.estimators_, self.estimators_features_, weights)]
         with Scheduler(backend="threading", n_jobs=self.n_jobs) as scheduler:
             n_groups = min(scheduler.engine.n_workers, len(members))
             tasks = [Task(key=g, func=sum_predictions,
-                          kwargs=dict(members=[m for m, _ in members[g::n_groups]],
-                                      features=[self._cols(f) for _, f in members[g::n_groups]],
-                                      X=X, n_classes=n_classes))
+                          kwargs=dict(members=members[g::n_groups], X=X, n_classes=n_classes))
                      for g in range(n_groups)]
             total = sum(record.value for record in scheduler.run(tasks))
-        return total / len(members)
+        return total / weights.sum()
 
     def _cols(self, features):
         if len(features) == self.n_features_in_ and np.array_equal(

@@ -160,13 +160,29 @@ def class_votes(member, X, n_classes):
     return votes
 
 
-def sum_predictions(*, members, features, X, n_classes):
-    """Sum of ``members``' class votes (``n_classes``) or predictions (None) on ``X``."""
+def sum_predictions(*, members, X, n_classes):
+    """Weighted sum of members' class votes (``n_classes``) or predictions (None) on ``X``.
+
+    ``members`` is a list of ``(estimator, columns, weight)``: ``columns`` the
+    features the member reads (None: all, in order), ``weight`` the factor of
+    its votes (a weight of 1.0 leaves them exactly as they are).
+    """
     total = None
-    for member, cols in zip(members, features):
+    for member, cols, weight in members:
         X_cols = X if cols is None else X[:, cols]
         value = (member.predict(X_cols) if n_classes is None
                  else class_votes(member, X_cols, n_classes))
-        value = np.asarray(value, dtype=np.float64)
+        value = np.asarray(value, dtype=np.float64) * weight
         total = value if total is None else total + value
     return total
+
+
+def vote_weights(member_n_samples):
+    """Each member's vote weight: its partition's rows over the largest partition's.
+
+    Members fitted on partitions of the same size (every member of
+    :meth:`BaggedForest.fit`) all weigh exactly 1.0, so their mean is the
+    plain mean.
+    """
+    sizes = np.asarray(member_n_samples, dtype=np.float64)
+    return sizes / sizes.max()

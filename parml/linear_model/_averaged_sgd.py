@@ -5,7 +5,8 @@ every epoch each runs one pass of the wrapped estimator's ``partial_fit`` over
 its shard, starting from the current averaged parameters, and an AllReduce
 (:func:`parml.allreduce`) averages ``coef_`` and ``intercept_`` weighted by the
 shard sizes. This module plans shards and epochs and decides when to stop;
-how parameters move between workers is the business of ``parml.allreduce``.
+what a worker does each epoch is in ``_epoch_program``, and how parameters
+move between workers is the business of ``parml.allreduce``.
 """
 
 import numbers
@@ -14,21 +15,20 @@ import warnings
 
 import numpy as np
 from scipy import sparse
-from sklearn import config_context
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state, get_tags
-from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 
 from .._compat import HasMethods, Interval, fit_context
 from .._live_backend import PortableBackendMixin
-from .._optional import import_optional
 from ..allreduce import _engines
+from ..scheduler._progress import tqdm_class
+from ._epoch_program import EpochProgram
 
 #: Below this many values (rows x features), ``backend=None`` stays in-process.
 IN_PROCESS_BELOW = 100_000
@@ -44,160 +44,6 @@ def _estimator_has(attr):
         return hasattr(est, attr)
 
     return check
-
-
-# --------------------------------------------------------------------------- #
-# The per-worker program: what one node does with its shard each epoch.        #
-# --------------------------------------------------------------------------- #
-
-
-def _margins(y, classes):
-    """+1 / -1 targets of each one-vs-rest problem (binary: one column)."""
-    if len(classes) == 2:
-        return np.where(y == classes[1], 1.0, -1.0)[:, None]
-    return np.where(y[:, None] == classes[None, :], 1.0, -1.0)
-
-
-def _mean_loss(name, scores, y, epsilon):
-    """Mean per-sample loss, as sklearn's SGD names them (``y`` in {-1, 1} or real)."""
-    if name in ("hinge", "perceptron", "squared_hinge", "log_loss", "modified_huber"):
-        z = y * scores
-        if name == "hinge":
-            loss = np.maximum(0.0, 1.0 - z)
-        elif name == "perceptron":
-            loss = np.maximum(0.0, -z)
-        elif name == "squared_hinge":
-            loss = np.maximum(0.0, 1.0 - z) ** 2
-        elif name == "log_loss":
-            loss = np.logaddexp(0.0, -z)
-        else:
-            loss = np.where(z >= 1.0, 0.0, np.where(z >= -1.0, (1.0 - z) ** 2, -4.0 * z))
-    else:
-        r = np.abs(scores - y)
-        if name == "squared_error":
-            loss = 0.5 * r ** 2
-        elif name == "huber":
-            loss = np.where(r <= epsilon, 0.5 * r ** 2, epsilon * (r - 0.5 * epsilon))
-        elif name == "epsilon_insensitive":
-            loss = np.maximum(0.0, r - epsilon)
-        else:  # squared_epsilon_insensitive
-            loss = np.maximum(0.0, r - epsilon) ** 2
-    return float(loss.sum(axis=0).mean() if loss.ndim == 1 else loss.mean(axis=0).sum())
-
-
-_KNOWN_LOSSES = {"hinge", "perceptron", "squared_hinge", "log_loss", "modified_huber",
-                 "squared_error", "huber", "epsilon_insensitive",
-                 "squared_epsilon_insensitive"}
-
-
-class _EpochProgram:
-    """One node's work: keep a clone of the estimator, pass over the shard.
-
-    ``step`` depends only on (shard, parameters, epoch), so every transport
-    gives the same result. The criterion of epoch ``e`` is measured on the
-    average of epoch ``e - 1`` (the parameters the node starts from).
-    """
-
-    def __init__(self, estimator, classes, seed, n_total, criterion, validation=None):
-        self.estimator = estimator
-        self.classes = classes
-        self.seed = seed
-        self.n_total = n_total
-        self.criterion = criterion
-        #: Fraction of each shard held out to score the average (early stopping).
-        self.validation = validation
-
-    def open(self, X, y, rank):
-        est = clone(self.estimator)
-        if self.classes is not None:
-            present = np.unique(y)
-            missing = np.setdiff1d(self.classes, present)
-            if len(missing):
-                raise ValueError(
-                    f"Shard {rank} has no sample of class(es) {missing.tolist()}; every "
-                    "shard must see every class. Shuffle the rows across shards, pass "
-                    "fewer, larger shards, or use fewer workers (n_workers).")
-        state = {"est": est, "X": X, "y": y, "rank": rank}
-        if self.validation:
-            val = self._validation_rows(y, rank)
-            train = np.setdiff1d(np.arange(len(y)), val)
-            state.update(X=X[train], y=y[train], X_val=X[val], y_val=y[val])
-        return state
-
-    def _validation_rows(self, y, rank):
-        """Rows of this shard held out for the validation score (stratified by class)."""
-        rng = np.random.RandomState(
-            np.random.SeedSequence([self.seed, rank, 1]).generate_state(1)[0])
-        if self.classes is None:
-            return np.sort(rng.permutation(len(y))[:int(self.validation * len(y))])
-        rows = []
-        for label in self.classes:
-            members = np.flatnonzero(y == label)
-            # keep at least one row of each class to train on
-            n_val = min(int(round(self.validation * len(members))), len(members) - 1)
-            rows.append(rng.permutation(members)[:n_val])
-        return np.sort(np.concatenate(rows))
-
-    def step(self, state, params, epoch):
-        est, X, y = state["est"], state["X"], state["y"]
-        crit = 0.0
-        if params is not None:
-            est.coef_ = np.array(params["coef"], copy=True)
-            est.intercept_ = np.array(params["intercept"], copy=True)
-            # the learning-rate schedule counts the samples seen by all nodes
-            est.t_ = 1.0 + epoch * self.n_total
-            if self.criterion and not self.validation:
-                crit = self._loss(est, X, y) * len(y)
-        seed = np.random.SeedSequence([self.seed, state["rank"], epoch]).generate_state(1)
-        est.set_params(random_state=int(seed[0]))
-        # the shard was checked for NaN and inf at the first pass; it has not changed
-        with config_context(assume_finite=epoch > 0 or None):
-            if self.classes is not None:
-                est.partial_fit(X, y, classes=self.classes)
-            else:
-                est.partial_fit(X, y)
-        value = {"coef": est.coef_, "intercept": est.intercept_}
-        extras = {"loss": crit, "n": float(len(y))}
-        if self.validation:
-            extras.update(self._validation_sums(est, state, params is not None))
-        return value, float(len(y)), extras
-
-    def _validation_sums(self, est, state, scored):
-        """Sums from which the validation score of the average is found (summed over nodes).
-
-        Computed before this epoch's pass, from the average of the previous
-        one: the number of correct predictions (classifiers), or the squared
-        error and the sums of y and y**2 (R^2 for regressors).
-        """
-        X_val, y_val = state["X_val"], state["y_val"]
-        sums = {"val_n": float(len(y_val)) if scored else 0.0, "val_a": 0.0,
-                "val_b": 0.0, "val_c": 0.0}
-        if not scored or len(y_val) == 0:
-            return sums
-        scores = np.asarray(safe_sparse_dot(X_val, est.coef_.T)) + est.intercept_
-        if self.classes is not None:
-            scores = scores.reshape(len(y_val), -1)
-            if scores.shape[1] == 1:
-                predicted = self.classes[(scores[:, 0] > 0).astype(int)]
-            else:
-                predicted = self.classes[np.argmax(scores, axis=1)]
-            sums["val_a"] = float(np.sum(predicted == y_val))
-        else:
-            y_val = np.asarray(y_val, dtype=float)
-            sums["val_a"] = float(np.sum((y_val - scores.ravel()) ** 2))
-            sums["val_b"] = float(np.sum(y_val))
-            sums["val_c"] = float(np.sum(y_val ** 2))
-        return sums
-
-    def _loss(self, est, X, y):
-        scores = safe_sparse_dot(X, est.coef_.T)
-        scores = np.asarray(scores) + est.intercept_
-        name = getattr(est, "loss", None)
-        epsilon = getattr(est, "epsilon", 0.1)
-        if self.classes is not None:
-            return _mean_loss(name, scores.reshape(len(y), -1), _margins(y, self.classes),
-                              epsilon)
-        return _mean_loss(name, scores.ravel(), np.asarray(y, dtype=float), epsilon)
 
 
 # --------------------------------------------------------------------------- #
@@ -252,7 +98,10 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         ``SGDClassifier`` (the default, ``SGDClassifier()``),
         ``SGDRegressor``, ``Perceptron``, ``PassiveAggressiveClassifier`` or
         ``PassiveAggressiveRegressor``. Its own ``max_iter``, ``tol``,
-        ``shuffle`` and ``random_state`` are replaced by this object's.
+        ``shuffle`` and ``random_state`` are replaced by this object's. Its
+        parameters can be set or searched as ``estimator__<name>`` (e.g.
+        ``estimator__alpha``) even when it is None: ``set_params`` then first
+        sets ``estimator`` to a new ``SGDClassifier()``.
     n_workers : int, default=None
         Number of shards and workers. ``None``: the number of cores (the
         number of Dask workers on a cluster), capped so each worker has at
@@ -368,6 +217,32 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     def _template(self):
         return SGDClassifier() if self.estimator is None else self.estimator
 
+    def set_params(self, **params):
+        """Set the parameters of this estimator, ``estimator__<name>`` ones included.
+
+        With ``estimator=None``, ``estimator__<name>`` parameters first set
+        ``estimator`` to a new ``SGDClassifier()`` (the default it stands
+        for), whose parameters they then set; so
+        ``AveragedSGD().set_params(estimator__alpha=1e-3)`` wraps
+        ``SGDClassifier(alpha=1e-3)``, and a search can go over
+        ``estimator__alpha``.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameters of this estimator, and ``estimator__<name>`` for the
+            wrapped one.
+
+        Returns
+        -------
+        self : object
+            This estimator.
+        """
+        if params.get("estimator", self.estimator) is None and any(
+                key.startswith("estimator__") for key in params):
+            params = {**params, "estimator": SGDClassifier()}
+        return super().set_params(**params)
+
     def _is_classifier(self):
         return get_tags(self._template()).estimator_type == "classifier"
 
@@ -471,8 +346,8 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
                 self.n_features_in_ = n_features
                 k = len(sizes)
             validation = self._validation_fraction if self.tol is not None else None
-            program = _EpochProgram(template, classes, seed, n_samples, self.tol is not None,
-                                    validation)
+            program = EpochProgram(template, classes, seed, n_samples, self.tol is not None,
+                                   validation)
             self._run(lambda: open_transport(program), k, template, classes, n_samples)
         except BaseException:
             if isinstance(backend, _engines._Dask):
@@ -711,5 +586,4 @@ class _NoBar:
 def _progress(enabled, total):
     if not enabled:
         return _NoBar()
-    tqdm = import_optional("tqdm.auto", extra="progress", purpose="progress=True")
-    return tqdm.tqdm(total=total, desc="AveragedSGD", unit="epoch", dynamic_ncols=True)
+    return tqdm_class()(total=total, desc="AveragedSGD", unit="epoch", dynamic_ncols=True)
