@@ -12,7 +12,56 @@ import logging
 #: The logger parml writes to; configure it like any ``logging`` logger.
 logger = logging.getLogger("parml")
 
-__all__ = ["logger", "to_chrome_trace", "to_frame", "trace_events"]
+__all__ = ["Trace", "logger", "to_chrome_trace", "to_frame", "trace_events"]
+
+
+class Trace(list):
+    """The ``trace_`` of a search: a list of one dict per fit, and store counts.
+
+    It is a list (of the dicts :func:`trace_events` makes) and is used as
+    one; it also says how the result store (``memory=``) served the run.
+
+    Attributes
+    ----------
+    n_cached : int
+        Fits read from the result store instead of run.
+    n_rerun : int
+        Fits found in the result store as failed and run again (a failed fit
+        is stored, but not reused). A group of candidates sharing a pipeline
+        prefix is stored as one entry: all its fits run again together.
+
+    See Also
+    --------
+    trace_events : Makes the per-fit dicts.
+
+    Examples
+    --------
+    >>> from parml.tracing import Trace
+    >>> trace = Trace([{"cached": True, "rerun": False},
+    ...                {"cached": False, "rerun": True}])
+    >>> len(trace), trace.n_cached, trace.n_rerun
+    (2, 1, 1)
+    >>> trace.summary()
+    '2 fits: 1 from the result store, 1 run (1 stored failure run again)'
+    """
+
+    @property
+    def n_cached(self):
+        """Fits read from the result store instead of run."""
+        return sum(1 for event in self if event.get("cached"))
+
+    @property
+    def n_rerun(self):
+        """Fits found in the result store as failed and run again."""
+        return sum(1 for event in self if event.get("rerun"))
+
+    def summary(self):
+        """One line: how many fits ran, came from the store, were run again."""
+        n_cached, n_rerun = self.n_cached, self.n_rerun
+        text = f"{len(self)} fits: {n_cached} from the result store, {len(self) - n_cached} run"
+        if n_rerun:
+            text += f" ({n_rerun} stored failure{'s' if n_rerun != 1 else ''} run again)"
+        return text
 
 
 def trace_events(records, candidate_params):
@@ -26,13 +75,15 @@ def trace_events(records, candidate_params):
 
     Returns
     -------
-    trace : list of dict
-        Keys: ``candidate_idx``, ``split_idx``, ``params``, ``worker``,
-        ``host``, ``pid``, ``thread``, ``start``, ``end`` (seconds since the
-        epoch), ``duration``, ``fit_time``, ``score_time``, ``failed``,
-        ``cached`` (read from a result store), ``lost`` (its worker died) and
-        ``grouped`` (fitted in one task with candidates sharing a pipeline
-        prefix; the task's time is split evenly between them).
+    trace : Trace
+        A list of dicts with keys: ``candidate_idx``, ``split_idx``,
+        ``params``, ``worker``, ``host``, ``pid``, ``thread``, ``start``,
+        ``end`` (seconds since the epoch), ``duration``, ``fit_time``,
+        ``score_time``, ``failed``, ``cached`` (read from a result store),
+        ``rerun`` (a failure found in the result store, run again), ``lost``
+        (its worker died) and ``grouped`` (fitted in one task with candidates
+        sharing a pipeline prefix; the task's time is split evenly between
+        them). Its ``n_cached`` and ``n_rerun`` count the cached and rerun fits.
     """
     trace = []
     for record in records:
@@ -59,13 +110,13 @@ def trace_events(records, candidate_params):
                     "score_time": fit.score_time,
                     "failed": fit.fit_error is not None,
                     "cached": record.cached,
+                    "rerun": record.rerun,
                     "lost": record.lost,
                     "grouped": len(fits) > 1,
                 }
             )
             start = end
-    trace.sort(key=lambda t: (t["candidate_idx"], t["split_idx"]))
-    return trace
+    return Trace(sorted(trace, key=lambda t: (t["candidate_idx"], t["split_idx"])))
 
 
 def _trace_of(search_or_trace):

@@ -200,3 +200,142 @@ def test_ctrl_c_stops_promptly_keeps_results_and_resumes(tmp_path):
     assert count_fits(log) - fits_before == 24 - kept
     reference = GridSearchCV(CountingClassifier(), grid, cv=3, refit=False).fit(X, y)
     assert_same_search(resumed, reference)
+
+
+# -- the result store's failures and failed fits ------------------------------
+
+class FlakyClassifier(CountingClassifier):
+    """Candidate ``c == fail_on`` runs out of memory while the file ``fail_flag`` exists.
+
+    The flag is not a parameter that changes: the same estimator fails, then
+    (the flag removed) succeeds, under the same result-store key.
+    """
+
+    def __init__(self, c=0, log_dir=None, fail_on=None, fail_flag=None):
+        super().__init__(c=c, log_dir=log_dir)
+        self.fail_on = fail_on
+        self.fail_flag = fail_flag
+
+    def fit(self, X, y):
+        super().fit(X, y)  # leaves its file in log_dir
+        if self.c == self.fail_on and os.path.exists(self.fail_flag):
+            raise MemoryError("out of memory (a test double)")
+        return self
+
+
+def test_failed_fit_is_stored_but_run_again(tmp_path, caplog):
+    import logging
+
+    log, flag, store = tmp_path / "log", tmp_path / "out-of-memory", str(tmp_path / "s")
+    log.mkdir()
+    flag.touch()
+    est = FlakyClassifier(log_dir=str(log), fail_on=2, fail_flag=str(flag))
+    with pytest.warns(FitFailedWarning, match=r"(?s)3 fits failed out of a total of 12.*Memory"):
+        first = search(est, memory=store, refit=False).fit(X, y)
+    assert np.isnan(first.cv_results_["mean_test_score"][2])
+    assert len(os.listdir(store)) == 12, "failed fits are stored too"
+    assert (first.trace_.n_cached, first.trace_.n_rerun) == (0, 0)
+
+    flag.unlink()  # the failure has passed: the same fits now succeed
+    with caplog.at_level(logging.INFO, logger="parml"):
+        second = search(est, memory=store, refit=False).fit(X, y)
+    assert count_fits(log) == 12 + 3, "only the failed fits ran again"
+    assert (second.trace_.n_cached, second.trace_.n_rerun) == (9, 3)
+    for t in second.trace_:
+        assert (t["rerun"], t["cached"]) == ((True, False) if t["candidate_idx"] == 2
+                                             else (False, True))
+    assert "12 fits: 9 from the result store, 3 run (3 stored failures run again)" in [
+        r.getMessage().split(": ", 1)[1] for r in caplog.records]
+    assert_same_search(second, GridSearchCV(CountingClassifier(), GRID, cv=3,
+                                            refit=False).fit(X, y))
+
+    third = search(est, memory=store, refit=False).fit(X, y)
+    assert count_fits(log) == 15, "the rerun's successes were stored"
+    assert (third.trace_.n_cached, third.trace_.n_rerun) == (12, 0)
+    assert third.trace_.summary() == "12 fits: 12 from the result store, 0 run"
+
+
+def test_cross_val_parallel_runs_stored_failures_again(tmp_path):
+    log, flag, store = tmp_path / "log", tmp_path / "out-of-memory", str(tmp_path / "s")
+    log.mkdir()
+    flag.touch()
+    est = FlakyClassifier(c=1, log_dir=str(log), fail_on=1, fail_flag=str(flag))
+    with pytest.raises(ValueError, match="All the 3 fits failed"):
+        cross_val_parallel(est, X, y, cv=3, memory=store)
+    flag.unlink()
+    result = cross_val_parallel(est, X, y, cv=3, memory=store)
+    assert count_fits(log) == 6
+    assert not np.isnan(result["test_score"]).any()
+
+
+def test_full_disk_during_a_search_carries_on_without_the_store(tmp_path, monkeypatch):
+    import errno
+
+    from parml.scheduler import StoreWarning
+    from parml.scheduler._store import ResultStore
+
+    store, real_write, calls = str(tmp_path / "s"), ResultStore._write, []
+
+    def fills_up(self, key, value):  # the disk is full after 3 entries
+        calls.append(key)
+        if len(calls) > 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(self, key, value)
+
+    monkeypatch.setattr(ResultStore, "_write", fills_up)
+    with pytest.warns(StoreWarning) as record:
+        ours = search(CountingClassifier(), memory=store, n_jobs=1).fit(X, y)
+    store_warnings = [w for w in record if issubclass(w.category, StoreWarning)]
+    assert len(store_warnings) == 1
+    message = str(store_warnings[0].message)
+    assert repr(store) in message and "No space left on device" in message
+    assert "results of this run will not be kept for resume" in message
+    assert len(calls) == 4, "no write is tried after the first failure"
+    assert_same_search(ours, GridSearchCV(CountingClassifier(), GRID, cv=3).fit(X, y), X)
+
+    monkeypatch.undo()  # space was freed: the next fit uses the 3 kept entries
+    again = search(CountingClassifier(), memory=store, refit=False).fit(X, y)
+    assert again.trace_.n_cached == 3
+
+
+def test_read_only_store_holding_every_fit_serves_the_search(tmp_path, monkeypatch):
+    from parml.scheduler import StoreWarning
+
+    log, folder = tmp_path / "log", tmp_path / "s"
+    log.mkdir()
+    first = search(CountingClassifier(log_dir=str(log)), memory=str(folder), refit=False)
+    first.fit(X, y)
+    entries = sorted(os.listdir(folder))
+    folder.chmod(0o500)
+    if os.access(folder, os.W_OK):  # root writes anywhere: pretend it cannot
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+            False if os.fspath(path) == str(folder) and mode & os.W_OK
+            else real_access(path, mode, **kw)))
+    try:
+        with pytest.warns(StoreWarning, match="read-only") as record:
+            again = search(CountingClassifier(log_dir=str(log)), memory=str(folder),
+                           refit=False).fit(X, y)
+        assert len(record) == 1 and repr(str(folder)) in str(record[0].message)
+        assert count_fits(log) == 12, "every fit came from the store"
+        assert again.trace_.n_cached == 12
+        assert sorted(os.listdir(folder)) == entries
+        assert_same_search(again, first)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_joblib_memory_none_means_no_store(tmp_path, monkeypatch):
+    import joblib
+
+    monkeypatch.chdir(tmp_path)
+    # a lambda cannot be hashed: with a store, fit would ask for a named function
+    scorer = lambda est, X_, y_: est.score(X_, y_)  # noqa: E731
+    ours = ParallelGridSearchCV(CountingClassifier(), GRID, cv=3, backend="threading",
+                                scoring=scorer, memory=joblib.Memory(None, verbose=0)).fit(X, y)
+    assert ours.trace_.n_cached == 0 and os.listdir(tmp_path) == []
+    reference = GridSearchCV(CountingClassifier(), GRID, cv=3, scoring=scorer).fit(X, y)
+    assert_same_search(ours, reference, X)
+    result = cross_val_parallel(CountingClassifier(), X, y, cv=3,
+                                memory=joblib.Memory(None, verbose=0))
+    assert result["test_score"].shape == (3,)

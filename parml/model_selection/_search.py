@@ -23,14 +23,14 @@ from sklearn.utils import indexable
 
 from .. import _compat
 from .._live_backend import PortableBackendMixin
-from ..scheduler import Scheduler, Task, check_backend
+from ..scheduler import Scheduler, Task, check_backend, store_folder
 from ..tracing import logger, trace_events
 from ._checks import (
     check_candidates,
     check_consistent_length,
     check_refit_for_multimetric,
 )
-from ._fingerprint import fit_fingerprint, split_hashes, task_key
+from ._fingerprint import fit_fingerprint, split_hashes, stored_failure, task_key
 from ._fit_and_score import fit_and_score, fit_records, forget_folds, on_lost_handler
 from ._prefix import fit_and_score_group, lost_group_records, prefix_groups
 from ._results import fill_error_scores, format_cv_results, warn_or_raise_about_fit_failures
@@ -156,6 +156,7 @@ class ParallelSearchMixin:
                     candidate_idx=cand_idx, split_idx=split_idx, **self._lost_options(plan)
                 ),
                 cache_key=cache_key(parameters, split_idx),
+                rerun_stored=stored_failure,
             )
             # split by split: a worker reuses one split's fold data for many fits
             for split_idx in range(n_splits)
@@ -180,6 +181,7 @@ class ParallelSearchMixin:
                                 data=data, split_idx=split_idx, candidates=candidates),
                     on_lost=on_lost,
                     cache_key=cache_key([p for _, p in candidates], split_idx),
+                    rerun_stored=stored_failure,
                 ))
         return tasks
 
@@ -199,7 +201,7 @@ class ParallelSearchMixin:
 
     def _cache_keys(self, plan):
         """``cache_key(params, split_idx)``: the store key of a task (None without memory)."""
-        if self.memory is None:
+        if store_folder(self.memory) is None:
             return lambda params, split_idx: None
         fingerprint = fit_fingerprint(
             self.estimator, plan.X, plan.y, plan.routed, plan.scorers,
@@ -242,6 +244,8 @@ class ParallelSearchMixin:
             finally:
                 forget_folds()  # fits that ran in this process (n_jobs=1, threads)
         self.trace_ = trace_events(task_records, plan.candidate_params)
+        if scheduler.store is not None:
+            logger.info("%s: %s", type(self).__name__, self.trace_.summary())
         records = [fit for record in task_records for fit in fit_records(record)]
         if search_ctx is not None:
             search_ctx.call_on_fit_task_end(estimator=self)
@@ -264,7 +268,8 @@ class ParallelSearchMixin:
                 plan.candidate_params[fit.candidate_idx],
                 "failed" if fit.fit_error else f"test score {fit.test_scores}",
                 record.worker, record.end - record.start,
-                " (from the result store)" if record.cached else "",
+                " (from the result store)" if record.cached
+                else " (a stored failure, run again)" if record.rerun else "",
             )
         return record
 
@@ -394,10 +399,12 @@ class ParallelGridSearchCV(PortableBackendMixin, ParallelSearchMixin, GridSearch
     memory : str, os.PathLike, joblib.Memory or None, default=None
         A result store (a folder): every finished fit is written there as it
         arrives, and a later ``fit`` with the same inputs only runs the fits
-        that are missing. So an interrupted search resumes where it stopped,
-        and a grown grid only fits the new candidates. Stored fits are reused
-        only when the estimator, parameters, data, splits, scorers and the
-        parml and scikit-learn versions are all the same.
+        that are missing or failed. So an interrupted search resumes where it
+        stopped, and a grown grid only fits the new candidates. Stored fits
+        are reused only when the estimator's class name (not its code) and
+        parameters, the data, splits, scorers and versions are the same. A
+        read-only store is only read; one that fails to write (full disk)
+        warns once and is no longer written. ``joblib.Memory(None)``: no store.
     max_retries : int, default=2
         How many times a fit whose worker process died (segfault, out of
         memory, killed) is run again before it is recorded as failed, under
@@ -436,10 +443,12 @@ class ParallelGridSearchCV(PortableBackendMixin, ParallelSearchMixin, GridSearch
         Number of features seen during fit (when refitted).
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit (when refitted on named features).
-    trace_ : list of dict
+    trace_ : Trace (a list of dict)
         Where and when each fit ran: one dict per (candidate, split) with the
         worker, start and end times, fit and score times, and whether it
-        failed or came from the result store. See :mod:`parml.tracing`.
+        failed or came from the result store; ``trace_.n_cached`` and
+        ``trace_.n_rerun`` count the fits read from the store and the stored
+        failures run again. See :class:`parml.tracing.Trace`.
 
     See Also
     --------
@@ -580,8 +589,8 @@ class ParallelRandomizedSearchCV(PortableBackendMixin, ParallelSearchMixin, Rand
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit.
-    trace_ : list of dict
-        Where and when each fit ran (see :mod:`parml.tracing`).
+    trace_ : Trace (a list of dict)
+        Where and when each fit ran (see :class:`parml.tracing.Trace`).
 
     See Also
     --------

@@ -17,9 +17,9 @@ from sklearn.utils.metadata_routing import (
 )
 
 from .. import _compat
-from ..scheduler import Scheduler, Task, check_backend
+from ..scheduler import Scheduler, Task, check_backend, store_folder
 from ._checks import check_consistent_length
-from ._fingerprint import fit_fingerprint, task_keys
+from ._fingerprint import fit_fingerprint, stored_failure, task_keys
 from ._fit_and_score import fit_and_score, on_lost_handler
 from ._results import (
     fill_error_scores,
@@ -170,7 +170,7 @@ def cross_val_parallel(
     routed = _route(estimator, cv, scorers, groups, {} if params is None else params)
     splits = list(cv.split(X, y, **routed.splitter.split))
     keys = {}
-    if memory is not None:
+    if store_folder(memory) is not None:
         fingerprint = fit_fingerprint(
             estimator, X, y, routed, scorers, error_score=error_score,
             return_train_score=return_train_score, return_estimator=return_estimator,
@@ -205,6 +205,7 @@ def cross_val_parallel(
                     error_score=error_score,
                 ),
                 cache_key=keys.get((0, split_idx)),
+                rerun_stored=stored_failure,
             )
             for split_idx in range(len(splits))
         ]

@@ -6,14 +6,17 @@ key; only :class:`Scheduler` decides where and how tasks run.
 
 from ._engines import check_backend, valid_backends
 from ._run import Scheduler
+from ._store import StoreWarning, store_folder
 from ._tasks import LostTask, Task, TaskRecord, WorkerLostError
 
 __all__ = [
     "LostTask",
     "Scheduler",
+    "StoreWarning",
     "Task",
     "TaskRecord",
     "WorkerLostError",
     "check_backend",
+    "store_folder",
     "valid_backends",
 ]

@@ -4,7 +4,7 @@ from functools import partial
 
 from ._engines import make_engine
 from ._progress import progress_bar
-from ._store import ResultStore
+from ._store import ResultStore, store_folder
 from ._tasks import LostTask, execute, lost_record
 
 
@@ -31,12 +31,24 @@ class Scheduler:
         given up (and recorded through ``Task.on_lost``).
     memory : str, os.PathLike, joblib.Memory or None, default=None
         A result store: each finished task with a ``cache_key`` is written
-        there as it arrives, and tasks already there are not run again.
+        there as it arrives, and tasks already there are not run again
+        (unless their ``Task.rerun_stored`` refuses the stored value).
+        ``joblib.Memory(None)`` means no store, as None does. A read-only
+        folder is only read from; a write that fails stops the writing, not
+        the run (see :meth:`ResultStore.put`).
     timeout : float or None, default=None
         Seconds a task may run before it is recorded through ``Task.on_lost``.
         Local worker processes (or ``n_jobs=1``) stop the task; remote engines
         (Dask, ipyparallel) abandon it and move on, leaving its worker alone.
         Refused with threads, which cannot be stopped.
+
+    Attributes
+    ----------
+    n_cached : int
+        Tasks of the last :meth:`run` read from the result store.
+    n_rerun : int
+        Tasks of the last :meth:`run` found in the result store but run
+        again, because their ``rerun_stored`` refused the stored value.
 
     Examples
     --------
@@ -64,9 +76,10 @@ class Scheduler:
         self.engine.max_retries = max_retries
         self.progress = progress
         self.desc = desc
-        self.store = None if memory is None else ResultStore(memory)
+        self.store = None if store_folder(memory) is None else ResultStore(memory)
         self.timeout = timeout
-        self.n_cached = 0
+        self.n_cached = self.n_rerun = 0
+        self._rerun = set()
         if timeout is not None and self.engine.uses_threads:
             raise ValueError(
                 f"timeout={timeout!r} needs worker processes or a remote engine: a "
@@ -100,13 +113,15 @@ class Scheduler:
         """Run ``tasks`` and yield one :class:`TaskRecord` per task as each finishes.
 
         Records arrive in completion order; callers merge them by ``key``.
-        Tasks found in the result store come first, without running. An
-        exception raised by a task propagates, as with :class:`joblib.Parallel`;
-        Ctrl-C stops the workers and says how many tasks were kept.
+        Tasks found in the result store come first, without running; a task
+        whose stored value its ``rerun_stored`` refuses runs again, and its
+        record says ``rerun``. An exception raised by a task propagates, as
+        with :class:`joblib.Parallel`; Ctrl-C stops the workers and says how
+        many tasks were kept.
         """
         tasks = list(tasks)
         cached, todo = self._look_up(tasks)
-        self.n_cached = len(cached)
+        self.n_cached, self.n_rerun = len(cached), len(self._rerun)
         n_done = 0
         func = execute
         if self.timeout is not None and not self._remote:
@@ -126,11 +141,19 @@ class Scheduler:
                 raise KeyboardInterrupt(self._interrupted(n_done, len(tasks))) from None
 
     def _look_up(self, tasks):
+        """``(records read from the store, tasks to run)``.
+
+        The keys of tasks whose stored value was refused go to ``_rerun``.
+        """
+        self._rerun = set()
         if self.store is None:
             return [], tasks
         cached, todo = [], []
         for task in tasks:
             record = None if task.cache_key is None else self.store.get(task.cache_key)
+            if record is not None and _refused(task, record):
+                self._rerun.add(task.key)
+                record = None
             if record is None:
                 todo.append(task)
             else:
@@ -140,10 +163,13 @@ class Scheduler:
 
     def _finish(self, outcome):
         if isinstance(outcome, LostTask):
-            return lost_record(outcome)
-        if self.store is not None and outcome.cache_key is not None:
-            self.store.put(outcome.cache_key, outcome)
-        return outcome
+            record = lost_record(outcome)
+        else:
+            record = outcome
+            if self.store is not None and record.cache_key is not None:
+                self.store.put(record.cache_key, record)
+        record.rerun = record.key in self._rerun
+        return record
 
     def _interrupted(self, n_done, n_total):
         kept = (f"Interrupted after {n_done} of {n_total} tasks finished; "
@@ -153,7 +179,18 @@ class Scheduler:
                 "No result store was set (memory=None), so the finished tasks are "
                 "lost; pass memory='a folder' to make a run resumable."
             )
+        if not self.store.writable:
+            return kept + (
+                f"The result store {self.store.path!r} could not be written (see the "
+                "StoreWarning), so the tasks finished since are lost; pass a folder "
+                "you can write to as memory= to make a run resumable."
+            )
         return kept + (
             f"The finished tasks are kept in the result store {self.store.path!r}: "
             "run the same fit again with the same memory= to resume where it stopped."
         )
+
+
+def _refused(task, record):
+    """Whether ``task`` runs again instead of using its stored ``record``."""
+    return task.rerun_stored is not None and bool(task.rerun_stored(record.value))

@@ -33,6 +33,10 @@ class Task:
     #: reads. None: any worker. Local engines share one machine's memory and
     #: ignore it.
     where: Optional[Hashable] = None
+    #: ``rerun_stored(value) -> bool``: whether a value found in the result
+    #: store is not used but run again (e.g. a failed fit, whose failure may
+    #: have passed). None: a stored value is always used.
+    rerun_stored: Optional[Callable] = None
 
 
 class WorkerLostError(RuntimeError):
@@ -77,6 +81,9 @@ class TaskRecord:
     cached: bool = False
     #: The task's result-store entry name (None: not stored).
     cache_key: Optional[str] = None
+    #: True when the result store held a value the task's ``rerun_stored``
+    #: refused (a failed fit), so the task ran again.
+    rerun: bool = False
 
     @property
     def worker(self):
