@@ -339,3 +339,33 @@ def test_joblib_memory_none_means_no_store(tmp_path, monkeypatch):
     result = cross_val_parallel(CountingClassifier(), X, y, cv=3,
                                 memory=joblib.Memory(None, verbose=0))
     assert result["test_score"].shape == (3,)
+
+
+def test_timed_out_fit_is_reported_as_abandoned_not_as_a_dead_worker():
+    est = CountingClassifier(sleep_on=3, delay_on=30.0)
+    with pytest.warns(FitFailedWarning) as caught:
+        search(est, timeout=1.0).fit(X, y)
+    message = "\n".join(str(w.message) for w in caught if w.category is FitFailedWarning)
+    assert "This fit was abandoned: it ran longer than timeout=1.0 s" in message
+    assert "worker running this fit died" not in message
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs SIGALRM timers")
+def test_timeout_in_the_main_process_keeps_the_users_timer():
+    """n_jobs=1 runs fits in the main thread under SIGALRM; a timer set before still fires."""
+    fired = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: fired.append(time.monotonic()))
+    try:
+        start = time.monotonic()
+        signal.setitimer(signal.ITIMER_REAL, 0.3)  # due while the search runs
+        ours = search(CountingClassifier(delay=0.05), timeout=5.0, n_jobs=1).fit(X, y)
+        assert fired, "the user's timer did not fire during the search"
+        assert fired[0] - start < 2.0
+        signal.setitimer(signal.ITIMER_REAL, 60.0)  # due after the search
+        search(CountingClassifier(), timeout=5.0, n_jobs=1).fit(X, y)
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 50.0 < left <= 60.0, f"the user's timer was changed: {left} s left"
+        assert not np.isnan(ours.cv_results_["mean_test_score"]).any()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -15,6 +15,7 @@ from sklearn.base import clone
 from sklearn.utils import get_tags
 
 from .. import _compat
+from ..scheduler._tasks import lost_task_message
 
 
 @dataclass
@@ -343,7 +344,7 @@ def lost_fit_record(reason, *, candidate_idx, split_idx, scorer, return_train_sc
         n_test_samples=0,
         fit_time=0.0,
         score_time=0.0,
-        fit_error=f"The worker running this fit died: {reason}",
+        fit_error=lost_task_message(reason, "fit"),
     )
 
 

@@ -20,6 +20,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from .. import _compat
+from ..scheduler._tasks import lost_task_message
 from ._fit_and_score import (
     FitRecord, error_scores, private_copies, scored_record, split_data,
 )
@@ -165,7 +166,7 @@ def lost_group_records(reason, *, candidate_idxs, split_idx, scorer, return_trai
             test_scores=error_scores(scorer, error_score),
             train_scores=error_scores(scorer, error_score) if return_train_score else None,
             n_test_samples=0, fit_time=0.0, score_time=0.0,
-            fit_error=f"The worker running this fit died: {reason}",
+            fit_error=lost_task_message(reason, "fit"),
         )
         for idx in candidate_idxs
     ]

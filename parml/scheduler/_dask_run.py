@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 from ._batching import Batches
 from ._lateness import Lateness, StallReport, describe_waits
-from ._tasks import LostTask
+from ._tasks import LostTask, timeout_reason
 from ._dask_rerun import START_KEY, Rerun
 
 logger = logging.getLogger("parml")
@@ -400,7 +400,7 @@ class DaskRun:
         if id(task) not in self.done:
             self.done.add(id(task))
             yield LostTask(task=task, attempts=1,
-                           reason=f"it ran longer than timeout={self.lateness.timeout} s")
+                           reason=timeout_reason(self.lateness.timeout))
 
     def _speculate(self, unit, running):
         """A copy of a late unit on other workers, with a fresh copy of the shared data.

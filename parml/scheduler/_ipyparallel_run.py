@@ -17,7 +17,7 @@ from ._ipyparallel import (
 )
 from ._ipyparallel_spares import Spares
 from ._lateness import Lateness, StallReport, describe_waits
-from ._tasks import LostTask
+from ._tasks import LostTask, timeout_reason
 
 logger = logging.getLogger("parml")
 
@@ -268,7 +268,7 @@ class IPyParallelRun:
         logger.warning("parml: task %r ran longer than timeout=%s s on ipyparallel engine %s; "
                        "it is abandoned (the engine finishes it, its result is ignored).",
                        task.key, self.lateness.timeout, unit.engine)
-        yield LostTask(task=task, reason=f"it ran longer than timeout={self.lateness.timeout} s",
+        yield LostTask(task=task, reason=timeout_reason(self.lateness.timeout),
                        attempts=1)
 
     def _speculate(self, unit, running):

@@ -39,6 +39,21 @@ class Task:
     rerun_stored: Optional[Callable] = None
 
 
+_TIMEOUT = "it ran longer than timeout="
+
+
+def timeout_reason(timeout):
+    """The ``LostTask.reason`` of a task that ran past ``timeout`` seconds."""
+    return f"{_TIMEOUT}{timeout} s"
+
+
+def lost_task_message(reason, what="task"):
+    """What happened to a task given up on: abandoned past its timeout, or its worker died."""
+    if reason.startswith(_TIMEOUT):
+        return f"This {what} was abandoned: {reason} (the timeout parameter)."
+    return f"The worker running this {what} died: {reason}"
+
+
 class WorkerLostError(RuntimeError):
     """A task's worker died more often than the retries allow."""
 
@@ -103,8 +118,7 @@ def execute(task, timeout=None):
         with _time_limit(timeout):
             value = task.func(**task.kwargs)
     except TaskTimeout:
-        return LostTask(task=task, reason=f"it ran longer than timeout={timeout} s",
-                        attempts=1)
+        return LostTask(task=task, reason=timeout_reason(timeout), attempts=1)
     end = time.time()
     return TaskRecord(
         key=task.key,
@@ -120,22 +134,47 @@ def execute(task, timeout=None):
 
 @contextmanager
 def _time_limit(seconds):
+    """Raise :class:`TaskTimeout` in the block after ``seconds``; a user's timer goes on.
+
+    A ``SIGALRM`` timer set before (by the user's own code, when tasks run in
+    the main process) still fires: its handler runs when it falls due during
+    the block, and after the block the timer is armed again for the time it
+    had left (at once if that passed).
+    """
     if seconds is None:
         yield
         return
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("A task timeout needs the main thread of a worker process.")
+    start = time.monotonic()
+    deadline = start + seconds
+    user_delay, user_interval = signal.getitimer(signal.ITIMER_REAL)
+    user = {"due": start + user_delay if user_delay else None}
+
+    def arm(now):
+        due = deadline if user["due"] is None else min(deadline, user["due"])
+        signal.setitimer(signal.ITIMER_REAL, max(due - now, 1e-6))
 
     def interrupt(signum, frame):
-        raise TaskTimeout()
+        now = time.monotonic()
+        if user["due"] is None or now >= deadline - 1e-3:
+            raise TaskTimeout()
+        # the user's timer fell due first: its handler runs, ours is armed again
+        user["due"] = now + user_interval if user_interval else None
+        arm(now)
+        if callable(previous):
+            previous(signum, frame)
 
     previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    arm(start)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if user["due"] is not None:  # the user's timer, for the time it had left
+            signal.setitimer(signal.ITIMER_REAL, max(user["due"] - time.monotonic(), 1e-6),
+                             user_interval)
 
 
 def lost_record(lost):
