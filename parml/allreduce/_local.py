@@ -23,9 +23,7 @@ import mmap
 import multiprocessing
 import os
 import pickle
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -41,7 +39,7 @@ except ImportError:  # pragma: no cover
         cloudpickle = pickle
 from scipy import sparse
 
-from ..scheduler._sharing import temp_root
+from .._tempfiles import make_folder, remove
 from . import _tree
 
 #: Modules the fork server imports once, before it forks any worker.
@@ -96,7 +94,11 @@ def _is_file_memmap(array):
 
 
 class _ShardWriter:
-    """Write shards as ``.npy`` memory maps (in ``/dev/shm`` where there is one)."""
+    """Write shards as ``.npy`` memory maps (in ``/dev/shm`` where there is one).
+
+    Their folder is removed by :meth:`close`, or when this process dies
+    however it dies.
+    """
 
     def __init__(self):
         self.folder = None
@@ -116,7 +118,7 @@ class _ShardWriter:
             return ("memmap", array.filename, array.offset, array.shape, array.dtype.str)
         with self._lock:  # shards are written by several threads at once
             if self.folder is None:
-                self.folder = tempfile.mkdtemp(prefix="parml-shards-", dir=temp_root())
+                self.folder = make_folder("shards")
             path = os.path.join(self.folder, f"shard-{self._count}.npy")
             self._count += 1
         shape = (len(rows),) + array.shape[1:] if rows is not None else array.shape
@@ -131,7 +133,7 @@ class _ShardWriter:
 
     def close(self):
         if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            remove(self.folder)
             self.folder = None
 
 

@@ -1,7 +1,6 @@
 """The local engine: joblib's loky processes, threads, or any joblib backend."""
 
 import os
-import tempfile
 from concurrent.futures import BrokenExecutor
 from contextlib import contextmanager
 from functools import partial
@@ -11,7 +10,8 @@ import numpy as np
 from joblib.parallel import BACKENDS, get_active_backend
 from threadpoolctl import ThreadpoolController
 
-from ._sharing import MemmapStore, temp_root
+from .._tempfiles import make_file, remove
+from ._sharing import MemmapStore
 from ._tasks import LostTask
 
 #: Backends whose workers are separate processes on this machine.
@@ -171,11 +171,13 @@ def _limited(func, controller, limit, item):
 
 
 class _StartedBoard:
-    """One byte per task in a shared file: set by the worker when a task starts."""
+    """One byte per task in a shared file: set by the worker when a task starts.
+
+    The file is removed on exit, or when this process dies however it dies.
+    """
 
     def __init__(self, n_tasks):
-        fd, self.path = tempfile.mkstemp(prefix="parml-started-", dir=temp_root())
-        os.close(fd)
+        self.path = make_file("started")
         self._board = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(max(n_tasks, 1),))
 
     def started(self):
@@ -186,7 +188,7 @@ class _StartedBoard:
 
     def __exit__(self, *exc_info):
         del self._board
-        os.remove(self.path)
+        remove(self.path)
 
 
 _BOARDS = {}

@@ -7,26 +7,23 @@ reference (file name and offset), so no task re-sends or re-hashes the data.
 """
 
 import os
-import shutil
-import tempfile
 
 import joblib
 import numpy as np
+
+from .._tempfiles import make_folder, remove
 
 #: Arrays smaller than this are pickled with each task (cheaper than a file).
 MIN_NBYTES = 64 * 1024
 
 
-def temp_root():
-    """A folder in memory (``/dev/shm``) where there is one, else the default."""
-    shm = "/dev/shm"
-    if os.path.isdir(shm) and os.access(shm, os.W_OK):
-        return shm
-    return None
-
-
 class MemmapStore:
-    """A temporary folder holding the memory maps of one ``fit``."""
+    """A temporary folder holding the memory maps of one ``fit``.
+
+    The folder (``parml-data-*`` in ``/dev/shm`` where there is one) is
+    removed by :meth:`close`, or when this process dies however it dies
+    (see :mod:`parml._tempfiles`).
+    """
 
     def __init__(self, min_nbytes=MIN_NBYTES):
         self.min_nbytes = min_nbytes
@@ -49,7 +46,7 @@ class MemmapStore:
 
     def _dump(self, array):
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="parml-", dir=temp_root())
+            self.folder = make_folder("data")
         path = os.path.join(self.folder, f"array-{self._count}.pkl")
         self._count += 1
         joblib.dump(array, path)
@@ -58,5 +55,5 @@ class MemmapStore:
     def close(self):
         """Remove the folder (open maps stay valid until they are released)."""
         if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            remove(self.folder)
             self.folder = None
