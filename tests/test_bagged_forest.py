@@ -342,28 +342,6 @@ def test_dataframe_partitions_with_other_columns_are_named(first, second, messag
         BaggedForest(n_estimators=2).fit_partitions([(X0, y.iloc[::2]), (X1, y.iloc[1::2])])
 
 
-@pytest.fixture
-def jupyter_without_ipywidgets(monkeypatch):
-    """This process looks like a Jupyter kernel to tqdm.autonotebook; ipywidgets is missing."""
-    import sys
-    import types
-
-    pytest.importorskip("tqdm")
-    ipython = types.ModuleType("IPython")
-    ipython.get_ipython = type("ZMQInteractiveShell", (), {})
-    monkeypatch.setitem(sys.modules, "IPython", ipython)
-    monkeypatch.setitem(sys.modules, "ipykernel.zmqshell", types.ModuleType("ipykernel.zmqshell"))
-    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import ipywidgets fails
-    for name in [n for n in os.environ if n == "QT_API" or n.startswith("SPYDER")]:
-        monkeypatch.delenv(name)
-    chosen = ("tqdm.auto", "tqdm.autonotebook", "tqdm.notebook")
-    saved = {name: sys.modules.pop(name) for name in chosen if name in sys.modules}
-    yield chosen
-    for name in chosen:
-        sys.modules.pop(name, None)
-    sys.modules.update(saved)
-
-
 def test_progress_in_jupyter_without_ipywidgets_is_a_text_bar_without_warning(
         jupyter_without_ipywidgets, capsys):
     import importlib
