@@ -6,6 +6,7 @@ or a cluster; bagged ensembles whose members are tasks of the same scheduler;
 and SGD on data shards, averaged every epoch by a spanning-tree AllReduce.
 """
 
+from ._version import __version__
 from .allreduce import allreduce
 from .ensemble import BaggedForest
 from .linear_model import AveragedSGD
@@ -14,8 +15,6 @@ from .model_selection import (
     ParallelRandomizedSearchCV,
     cross_val_parallel,
 )
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "AveragedSGD",

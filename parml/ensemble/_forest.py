@@ -23,8 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .. import _compat
 from .._compat import HasMethods, Interval, RealNotInt
 from .._live_backend import PortableBackendMixin
-from ..scheduler import Scheduler, Task, check_backend
-from ..scheduler._dask import is_dask_backend
+from ..scheduler import Scheduler, Task, check_backend, is_dask_backend
 from ..tracing import logger
 from ._checks import check_fit
 from ._members import (

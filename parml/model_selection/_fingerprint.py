@@ -19,6 +19,8 @@ import joblib
 import sklearn
 from sklearn.base import clone
 
+from .._version import __version__
+
 
 def _hash(what, value):
     try:
@@ -86,8 +88,6 @@ def main_sources(obj):
 
 def fit_fingerprint(estimator, X, y, routed, scorers, **options):
     """One hash of what all tasks of a fit share."""
-    from .. import __version__
-
     inputs = {
         "estimator": (type(estimator).__module__, type(estimator).__qualname__,
                       _hash("estimator", clone(estimator))),

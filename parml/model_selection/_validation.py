@@ -176,53 +176,47 @@ def cross_val_parallel(
             return_train_score=return_train_score, return_estimator=return_estimator,
         )
         keys = task_keys(fingerprint, [{}], splits)
+    options = dict(scorer=scorers, return_train_score=return_train_score,
+                   error_score=error_score)
     with Scheduler(
         backend, n_jobs, pre_dispatch, progress, "cross_val_parallel",
         max_retries=max_retries, memory=memory, timeout=timeout,
     ) as sched:
         data = sched.share({"X": X, "y": y, "splits": splits})
-        tasks = [
-            Task(
-                key=(0, split_idx),
-                func=fit_and_score,
-                kwargs=dict(
-                    estimator=estimator,
-                    data=data,
-                    split_idx=split_idx,
-                    scorer=scorers,
-                    fit_params=routed.estimator.fit,
-                    score_params=routed.scorer.score,
-                    return_train_score=return_train_score,
-                    return_estimator=return_estimator,
-                    error_score=error_score,
-                    verbose=verbose,
-                ),
-                on_lost=on_lost_handler(
-                    candidate_idx=0,
-                    split_idx=split_idx,
-                    scorer=scorers,
-                    return_train_score=return_train_score,
-                    error_score=error_score,
-                ),
-                cache_key=keys.get((0, split_idx)),
-                rerun_stored=stored_failure,
-            )
-            for split_idx in range(len(splits))
-        ]
+        tasks = [_split_task(estimator, data, split_idx, routed, options,
+                             keys.get((0, split_idx)), return_estimator=return_estimator,
+                             verbose=verbose)
+                 for split_idx in range(len(splits))]
         records = [record.value for record in sched.run(tasks)]
     warn_or_raise_about_fit_failures(records, error_score)
     if callable(scoring):
         fill_error_scores(records, error_score)
-    result = format_cross_validate(
-        records,
-        len(splits),
-        return_train_score=return_train_score,
-        return_estimator=return_estimator,
-    )
+    result = format_cross_validate(records, len(splits), return_train_score=return_train_score,
+                                   return_estimator=return_estimator)
     if return_indices:
         train, test = zip(*splits)
         result["indices"] = {"train": train, "test": test}
     return result
+
+
+def _split_task(estimator, data, split_idx, routed, options, cache_key, *,
+                return_estimator, verbose):
+    """The task that fits and scores ``estimator`` on split ``split_idx``.
+
+    ``options`` holds ``scorer``, ``return_train_score`` and ``error_score``.
+    """
+    return Task(
+        key=(0, split_idx),
+        func=fit_and_score,
+        kwargs=dict(
+            estimator=estimator, data=data, split_idx=split_idx,
+            fit_params=routed.estimator.fit, score_params=routed.scorer.score,
+            return_estimator=return_estimator, verbose=verbose, **options,
+        ),
+        on_lost=on_lost_handler(candidate_idx=0, split_idx=split_idx, **options),
+        cache_key=cache_key,
+        rerun_stored=stored_failure,
+    )
 
 
 def _route(estimator, cv, scorers, groups, params):

@@ -4,6 +4,7 @@ Estimators plan :class:`Task` lists and merge the :class:`TaskRecord` stream by
 key; only :class:`Scheduler` decides where and how tasks run.
 """
 
+from ._dask import is_dask_backend
 from ._engines import check_backend, valid_backends
 from ._run import Scheduler
 from ._store import StoreWarning, store_folder
@@ -17,6 +18,7 @@ __all__ = [
     "TaskRecord",
     "WorkerLostError",
     "check_backend",
+    "is_dask_backend",
     "store_folder",
     "valid_backends",
 ]

@@ -28,7 +28,18 @@ def _distributed():
 
 
 def is_dask_backend(backend):
-    """Whether ``backend`` names the Dask engine (without importing Dask needlessly)."""
+    """Whether ``backend`` names the Dask engine (without importing Dask needlessly).
+
+    Parameters
+    ----------
+    backend : str or object
+        A ``backend=`` value: ``"dask"``, a scheduler address, a
+        ``distributed.Client``, or anything else.
+
+    Returns
+    -------
+    bool
+    """
     if isinstance(backend, str):
         return backend == "dask" or "://" in backend
     module = type(backend).__module__ or ""
