@@ -3,11 +3,14 @@
 scikit-learn offers no public API for a few things a drop-in search must do
 exactly as ``GridSearchCV`` does them: splitting pairwise (precomputed kernel)
 data, indexing fit parameters per split, scoring with ``error_score`` handling,
-resolving the scorers and routing fit parameters of a search, and declaring
-parameter constraints. Each name imported here is checked by
+resolving the scorers and routing fit parameters of a search, declaring
+parameter constraints, and driving a search's ``_run_search`` hook as
+``BaseSearchCV.fit`` does. Each name imported here is checked by
 ``tests/test_compat.py``, so a scikit-learn release that changes one of them
 fails loudly there instead of silently changing parml's results.
 """
+
+import inspect
 
 from sklearn.base import _fit_context
 from sklearn.metrics._scorer import _MultimetricScorer
@@ -33,6 +36,7 @@ __all__ = [
     "RealNotInt",
     "StrOptions",
     "aggregate_score_dicts",
+    "callback_api",
     "has_callbacks",
     "init_callback_context",
     "check_method_params",
@@ -42,11 +46,13 @@ __all__ = [
     "is_multimetric_scorer",
     "normalize_score_results",
     "num_samples",
+    "run_search",
     "safe_split",
     "score",
     "scorer_dict",
     "search_routed_params",
     "search_scorers",
+    "set_checked_cv",
     "validate_params",
 ]
 
@@ -95,3 +101,32 @@ def has_callbacks(estimator):
 def init_callback_context(estimator, max_subtasks):
     """Root callback context of ``estimator``'s fit (scikit-learn >= 1.9)."""
     return estimator._init_callback_context(max_subtasks=max_subtasks)
+
+
+def callback_api(estimator):
+    """Whether this scikit-learn has the callback API (1.9 and later)."""
+    return hasattr(estimator, "_init_callback_context")
+
+
+def set_checked_cv(search, cv):
+    """Keep the checked ``cv`` where scikit-learn's ``_run_search`` docs say it is.
+
+    ``BaseSearchCV._run_search`` documents the default splitter of
+    ``evaluate_candidates`` as the private ``_checked_cv_orig`` attribute;
+    custom searches (successive halving, for one) read it.
+    """
+    search._checked_cv_orig = cv
+
+
+def run_search(search, evaluate_candidates, callback_ctx):
+    """Call ``search._run_search(evaluate_candidates)`` as ``BaseSearchCV.fit`` does.
+
+    From scikit-learn 1.9, a ``_run_search`` that takes ``callback_ctx`` (as
+    ``GridSearchCV``'s and ``RandomizedSearchCV``'s do, which need one) gets
+    the root callback context; a custom one without that parameter, and any
+    before 1.9, gets ``evaluate_candidates`` alone.
+    """
+    if "callback_ctx" in inspect.signature(search._run_search).parameters:
+        search._run_search(evaluate_candidates, callback_ctx=callback_ctx)
+    else:
+        search._run_search(evaluate_candidates)

@@ -126,3 +126,55 @@ def test_check_sample_weight_validates_and_defaults_to_ones():
 def test_real_not_int_interval_rejects_ints():
     interval = _compat.Interval(_compat.RealNotInt, 0, 1, closed="right")
     assert interval.is_satisfied_by(0.5) and not interval.is_satisfied_by(1)
+
+
+def _sklearn_run_search(search):
+    """The candidates scikit-learn's ``_run_search`` of ``search`` evaluates."""
+    calls = []
+
+    def evaluate_candidates(candidate_params, cv=None, more_results=None, callback_ctx=None):
+        calls.append(list(candidate_params))
+        return {}
+
+    search.n_splits_ = 3  # scikit-learn 1.9 sizes its callback context with it
+    root = None
+    if _compat.callback_api(search):
+        root = _compat.init_callback_context(search, max_subtasks=2)
+    _compat.run_search(search, evaluate_candidates, root)
+    return calls
+
+
+def test_run_search_drives_sklearn_searches_with_their_candidates():
+    from scipy.stats import loguniform
+    from sklearn.model_selection import ParameterGrid, ParameterSampler, RandomizedSearchCV
+
+    grid = {"C": [1, 2], "tol": [1e-3, 1e-4]}
+    search = GridSearchCV(LogisticRegression(), grid)
+    assert _sklearn_run_search(search) == [list(ParameterGrid(grid))]
+    dists = {"C": loguniform(1e-2, 1e2)}
+    search = RandomizedSearchCV(LogisticRegression(), dists, n_iter=3, random_state=0)
+    assert _sklearn_run_search(search) == [list(ParameterSampler(dists, 3, random_state=0))]
+
+
+def test_run_search_calls_a_custom_search_with_evaluate_candidates_only():
+    class Custom(GridSearchCV):
+        def _run_search(self, evaluate_candidates):
+            evaluate_candidates([{"C": 1}])
+            evaluate_candidates([{"C": 2}])
+
+    assert _sklearn_run_search(Custom(LogisticRegression(), {})) == [[{"C": 1}], [{"C": 2}]]
+
+
+def test_checked_cv_is_where_the_run_search_docs_say():
+    from sklearn.model_selection import KFold
+    from sklearn.model_selection._search import BaseSearchCV
+
+    assert "`_checked_cv_orig`" in BaseSearchCV._run_search.__doc__
+    search = GridSearchCV(LogisticRegression(), {})
+    _compat.set_checked_cv(search, KFold(3))
+    assert isinstance(search._checked_cv_orig, KFold)
+
+
+def test_callback_api_is_scikit_learns_set_callbacks():
+    search = GridSearchCV(LogisticRegression(), {})
+    assert _compat.callback_api(search) == hasattr(search, "set_callbacks")

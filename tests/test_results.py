@@ -109,3 +109,13 @@ def test_format_cross_validate_orders_by_split():
     out = format_cross_validate(records, 3, return_train_score=False, return_estimator=False)
     np.testing.assert_allclose(out["test_score"], [0.0, 0.1, 0.2])
     assert sorted(out) == ["fit_time", "score_time", "test_score"]
+
+
+def test_more_results_come_first_as_arrays_and_computed_keys_win():
+    params = [{"a": 0}, {"a": 1}]
+    more = {"iter": [0, 1], "mean_test_score": ["ignored", "ignored"]}
+    results = format_cv_results(params, 2, make_records(2, 2), False, more_results=more)
+    assert list(results)[0] == "iter"
+    assert isinstance(results["iter"], np.ndarray) and results["iter"].tolist() == [0, 1]
+    assert results["mean_test_score"].dtype == np.float64
+    assert "iter" not in format_cv_results(params, 2, make_records(2, 2), False)

@@ -90,8 +90,9 @@ def fit_and_score(
     return_train_score, return_estimator : bool
     error_score : 'raise' or float
     verbose : int
-    progress : tuple of (int, int) or None
-        ``(n_splits, n_candidates)`` for verbose messages.
+    progress : tuple of (int, int) or (int, int, int), or None
+        ``(n_splits, n_candidates)`` for verbose messages, and the index of
+        the first candidate of the batch (``candidate_idx`` counts from it).
     callback_ctx : scikit-learn CallbackContext or None
     caller : estimator or None
         The search, passed to callbacks.
@@ -305,10 +306,10 @@ def _print_end(verbose, split_idx, candidate_idx, progress, parameters,
     """Print scikit-learn's ``[CV i/n] END ...`` line."""
     progress_msg = ""
     if verbose > 2 and progress is not None:
-        n_splits, n_candidates = progress
+        n_splits, n_candidates, first = (*progress, 0)[:3]
         progress_msg = f" {split_idx + 1}/{n_splits}"
-        if verbose > 9:
-            progress_msg += f"; {candidate_idx + 1}/{n_candidates}"
+        if verbose > 9:  # as scikit-learn: the position in this evaluate_candidates call
+            progress_msg += f"; {candidate_idx - first + 1}/{n_candidates}"
     params_msg = ""
     if parameters is not None:
         params_msg = ", ".join(f"{k}={parameters[k]}" for k in sorted(parameters))

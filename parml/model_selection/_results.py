@@ -149,7 +149,8 @@ def _summarise(results, key_name, table, *, splits=False, rank=False):
         results[f"rank_{key_name}"] = rank_scores(means)
 
 
-def format_cv_results(candidate_params, n_splits, records, return_train_score):
+def format_cv_results(candidate_params, n_splits, records, return_train_score,
+                      more_results=None):
     """Build ``cv_results_`` from fit records, identical to scikit-learn's.
 
     Parameters
@@ -159,6 +160,10 @@ def format_cv_results(candidate_params, n_splits, records, return_train_score):
     records : iterable of FitRecord
         One per (candidate, split), in any order.
     return_train_score : bool
+    more_results : dict of str -> list, default=None
+        Extra columns (``evaluate_candidates(..., more_results=...)``), one
+        value per candidate. They come first, as arrays, as in scikit-learn;
+        a computed key of the same name replaces one.
 
     Returns
     -------
@@ -170,7 +175,7 @@ def format_cv_results(candidate_params, n_splits, records, return_train_score):
     def table(values):
         return np.reshape(values, (len(candidate_params), n_splits))
 
-    results = {}
+    results = {key: np.asarray(values) for key, values in (more_results or {}).items()}
     _summarise(results, "fit_time", table([r.fit_time for r in flat]))
     _summarise(results, "score_time", table([r.score_time for r in flat]))
     results.update(param_arrays(candidate_params))

@@ -1,39 +1,30 @@
-"""ParallelGridSearchCV and ParallelRandomizedSearchCV: plan, run, merge, select, refit."""
+"""ParallelGridSearchCV and ParallelRandomizedSearchCV: set up, search, select, refit.
 
-import logging
+``fit`` follows scikit-learn's protocol: it opens the scheduler once, then
+``self._run_search(evaluate_candidates)`` decides which candidates to evaluate
+(all of a grid, a sample, or batches chosen from earlier results in a
+subclass); :mod:`._evaluate` runs each batch, :mod:`._planning` plans its tasks.
+"""
+
 import os
 import time
-import uuid
-from dataclasses import dataclass
-from functools import partial
 from numbers import Integral, Real
 
 import joblib
 
 import numpy as np
 from sklearn.base import clone, is_classifier
-from sklearn.model_selection import (
-    GridSearchCV,
-    ParameterGrid,
-    ParameterSampler,
-    RandomizedSearchCV,
-    check_cv,
-)
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, check_cv
 from sklearn.utils import indexable
 
 from .. import _compat
 from .._live_backend import PortableBackendMixin
-from ..scheduler import Scheduler, Task, check_backend, store_folder
-from ..tracing import logger, trace_events
-from ._checks import (
-    check_candidates,
-    check_consistent_length,
-    check_refit_for_multimetric,
-)
-from ._fingerprint import fit_fingerprint, split_hashes, stored_failure, task_key
-from ._fit_and_score import fit_and_score, fit_records, forget_folds, on_lost_handler
-from ._prefix import fit_and_score_group, lost_group_records, prefix_groups
-from ._results import fill_error_scores, format_cv_results, warn_or_raise_about_fit_failures
+from ..scheduler import Scheduler, check_backend
+from ..tracing import logger
+from ._checks import check_consistent_length, check_refit_for_multimetric
+from ._evaluate import CandidateEvaluator
+from ._fit_and_score import forget_folds
+from ._planning import SearchSetup
 
 #: Constraints parml adds to (or tightens in) scikit-learn's search constraints.
 PARALLEL_CONSTRAINTS = {
@@ -50,24 +41,12 @@ PARALLEL_CONSTRAINTS = {
 }
 
 
-@dataclass
-class SearchPlan:
-    """Everything decided before the first fit: candidates, splits, routing."""
-
-    candidate_params: list
-    splits: list
-    scorers: object
-    refit_metric: str
-    routed: object
-    X: object
-    y: object
-
-
 class ParallelSearchMixin:
-    """``fit`` for parml's searches; the subclass only says which candidates.
+    """``fit`` for parml's searches, on scikit-learn's ``_run_search`` protocol.
 
-    Subclasses define ``_candidate_params()`` and inherit everything else
-    (predict, score, routing, tags) from scikit-learn's search class.
+    The search class says which candidates in ``_run_search``, inherited from
+    scikit-learn's search (or overridden by a subclass); everything else
+    (predict, score, routing, tags) also comes from scikit-learn's class.
     """
 
     @_compat.fit_context(prefer_skip_nested_validation=False)
@@ -91,141 +70,39 @@ class ParallelSearchMixin:
             Instance of fitted estimator.
         """
         check_backend(self.backend)
-        plan = self._plan(X, y, params)
-        root_ctx = self._begin_callbacks(plan)
-        results, multimetric, first_scores = self._evaluate(plan, root_ctx)
-        self._select_best(results, plan, multimetric, first_scores)
+        setup = self._setup(X, y, params)
+        root_ctx = self._begin_callbacks(setup)
+        evaluated = self._search(setup, root_ctx)
+        self._select_best(evaluated, setup)
         if self.refit:
-            self._refit(plan, root_ctx)
+            self._refit(setup, root_ctx)
         self.scorer_ = (
-            _compat.scorer_dict(plan.scorers)
-            if _compat.is_multimetric_scorer(plan.scorers)
-            else plan.scorers
+            _compat.scorer_dict(setup.scorers)
+            if _compat.is_multimetric_scorer(setup.scorers)
+            else setup.scorers
         )
-        self.cv_results_ = results
+        self.cv_results_ = evaluated.results
         if root_ctx is not None:
             root_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=None)
         return self
 
-    # -- plan ---------------------------------------------------------------
-    def _plan(self, X, y, params):
+    # -- set up and search -----------------------------------------------------
+    def _setup(self, X, y, params):
         scorers, refit_metric = _compat.search_scorers(self)
         check_consistent_length(X, y)
         X, y = indexable(X, y)
         params = _compat.check_method_params(X, params=params)
         routed = _compat.search_routed_params(self, params)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        _compat.set_checked_cv(self, cv)
         self.n_splits_ = cv.get_n_splits(X, y, **routed.splitter.split)
-        splits = list(cv.split(X, y, **routed.splitter.split))
-        if len(splits) != self.n_splits_:
-            raise ValueError(
-                "cv.split and cv.get_n_splits return inconsistent results. "
-                f"Expected {self.n_splits_} splits, got {len(splits)}"
-            )
-        candidate_params = list(self._candidate_params())
-        check_candidates(self.estimator, candidate_params, self._grid_param_name)
-        return SearchPlan(candidate_params, splits, scorers, refit_metric, routed, X, y)
+        return SearchSetup(scorers, refit_metric, routed, X, y, cv)
 
-    def _plan_tasks(self, plan, data, search_ctx, n_workers):
-        groups = None
-        if search_ctx is None:
-            groups = prefix_groups(
-                self.estimator, plan.candidate_params, plan.routed.estimator.fit, n_workers
-            )
-        if groups is not None:
-            return self._plan_group_tasks(plan, data, groups)
-        n_candidates, n_splits = len(plan.candidate_params), len(plan.splits)
-        contexts = _task_contexts(search_ctx, n_candidates * n_splits)
-        cache_key = self._cache_keys(plan)
-        return [
-            Task(
-                key=(cand_idx, split_idx),
-                func=fit_and_score,
-                kwargs=dict(
-                    self._task_options(plan),
-                    estimator=self.estimator,
-                    data=data,
-                    split_idx=split_idx,
-                    candidate_idx=cand_idx,
-                    parameters=parameters,
-                    fit_params=plan.routed.estimator.fit,
-                    callback_ctx=contexts[cand_idx * n_splits + split_idx],
-                    caller=self if search_ctx is not None else None,
-                ),
-                on_lost=on_lost_handler(
-                    candidate_idx=cand_idx, split_idx=split_idx, **self._lost_options(plan)
-                ),
-                cache_key=cache_key(parameters, split_idx),
-                rerun_stored=stored_failure,
-            )
-            # split by split: a worker reuses one split's fold data for many fits
-            for split_idx in range(n_splits)
-            for cand_idx, parameters in enumerate(plan.candidate_params)
-        ]
+    def _search(self, setup, root_ctx):
+        """Open the scheduler (X and y shared once) and let ``_run_search`` evaluate.
 
-    def _plan_group_tasks(self, plan, data, groups):
-        """One task per (group of candidates sharing a pipeline prefix, split)."""
-        cache_key = self._cache_keys(plan)
-        tasks = []
-        for split_idx in range(len(plan.splits)):
-            for group_idx, group in enumerate(groups):
-                candidates = [(idx, plan.candidate_params[idx]) for idx in group]
-                on_lost = None
-                if self.error_score != "raise":
-                    on_lost = partial(lost_group_records, candidate_idxs=group,
-                                      split_idx=split_idx, **self._lost_options(plan))
-                tasks.append(Task(
-                    key=("group", group_idx, split_idx),
-                    func=fit_and_score_group,
-                    kwargs=dict(self._task_options(plan), estimator=self.estimator,
-                                data=data, split_idx=split_idx, candidates=candidates),
-                    on_lost=on_lost,
-                    cache_key=cache_key([p for _, p in candidates], split_idx),
-                    rerun_stored=stored_failure,
-                ))
-        return tasks
-
-    def _task_options(self, plan):
-        return dict(
-            scorer=plan.scorers,
-            score_params=plan.routed.scorer.score,
-            return_train_score=self.return_train_score,
-            error_score=self.error_score,
-            verbose=self.verbose,
-            progress=(len(plan.splits), len(plan.candidate_params)),
-        )
-
-    def _lost_options(self, plan):
-        return dict(scorer=plan.scorers, return_train_score=self.return_train_score,
-                    error_score=self.error_score)
-
-    def _cache_keys(self, plan):
-        """``cache_key(params, split_idx)``: the store key of a task (None without memory)."""
-        if store_folder(self.memory) is None:
-            return lambda params, split_idx: None
-        fingerprint = fit_fingerprint(
-            self.estimator, plan.X, plan.y, plan.routed, plan.scorers,
-            error_score=self.error_score, return_train_score=self.return_train_score,
-        )
-        hashes = split_hashes(plan.splits)
-        return lambda params, split_idx: task_key(fingerprint, params, hashes[split_idx])
-
-    # -- run and merge --------------------------------------------------------
-    def _evaluate(self, plan, root_ctx):
-        n_candidates, n_splits = len(plan.candidate_params), len(plan.splits)
-        if n_candidates * n_splits == 0:
-            raise ValueError(
-                "No fits were performed. Was the CV iterator empty? "
-                "Were there no candidates?"
-            )
-        message = (
-            f"Fitting {n_splits} folds for each of {n_candidates} candidates,"
-            f" totalling {n_candidates * n_splits} fits"
-        )
-        logger.info("%s: %s", type(self).__name__, message)
-        if self.verbose > 0:
-            print(message)
-        search_ctx = _search_context(self, root_ctx, n_candidates * n_splits)
+        Returns the :class:`~._evaluate.CandidateEvaluator`, holding the results.
+        """
         with Scheduler(
             backend=self.backend,
             n_jobs=self.n_jobs,
@@ -236,47 +113,27 @@ class ParallelSearchMixin:
             memory=self.memory,
             timeout=self.timeout,
         ) as scheduler:
-            data = scheduler.share({"X": plan.X, "y": plan.y, "splits": plan.splits})
-            data["token"] = uuid.uuid4().hex  # names this fit's fold data in workers
-            tasks = self._plan_tasks(plan, data, search_ctx, scheduler.engine.n_workers)
+            evaluate = CandidateEvaluator(self, setup, scheduler)
             try:
-                task_records = [self._log_task(r, plan) for r in scheduler.run(tasks)]
+                _compat.run_search(self, evaluate, root_ctx)
             finally:
+                evaluate.close()
                 forget_folds()  # fits that ran in this process (n_jobs=1, threads)
-        self.trace_ = trace_events(task_records, plan.candidate_params)
+        if evaluate.results is None:
+            raise ValueError(
+                f"{type(self).__name__}._run_search evaluated no candidates. It must call "
+                "evaluate_candidates(candidate_params) at least once."
+            )
+        self.trace_ = evaluate.trace()
         if scheduler.store is not None:
             logger.info("%s: %s", type(self).__name__, self.trace_.summary())
-        records = [fit for record in task_records for fit in fit_records(record)]
-        if search_ctx is not None:
-            search_ctx.call_on_fit_task_end(estimator=self)
-        warn_or_raise_about_fit_failures(records, self.error_score)
-        if callable(self.scoring):
-            fill_error_scores(records, self.error_score)
-        results = format_cv_results(
-            plan.candidate_params, n_splits, records, self.return_train_score
-        )
-        first = min(records, key=lambda r: (r.candidate_idx, r.split_idx))
-        return results, isinstance(first.test_scores, dict), first.test_scores
-
-    def _log_task(self, record, plan):
-        level = logging.INFO if self.verbose > 1 else logging.DEBUG
-        for fit in fit_records(record) if logger.isEnabledFor(level) else ():
-            logger.log(
-                level,
-                "candidate %d split %d %s: %s on %s in %.3f s%s",
-                fit.candidate_idx, fit.split_idx,
-                plan.candidate_params[fit.candidate_idx],
-                "failed" if fit.fit_error else f"test score {fit.test_scores}",
-                record.worker, record.end - record.start,
-                " (from the result store)" if record.cached
-                else " (a stored failure, run again)" if record.rerun else "",
-            )
-        return record
+        return evaluate
 
     # -- select and refit -----------------------------------------------------
-    def _select_best(self, results, plan, multimetric, first_scores):
-        self.multimetric_ = multimetric
-        refit_metric = plan.refit_metric
+    def _select_best(self, evaluated, setup):
+        results, first_scores = evaluated.results, evaluated.first_test_scores()
+        self.multimetric_ = multimetric = isinstance(first_scores, dict)
+        refit_metric = setup.refit_metric
         if callable(self.scoring) and multimetric:
             check_refit_for_multimetric(self.refit, first_scores)
             refit_metric = self.refit
@@ -287,52 +144,42 @@ class ParallelSearchMixin:
             self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
         self.best_params_ = results["params"][self.best_index_]
 
-    def _refit(self, plan, root_ctx):
+    def _refit(self, setup, root_ctx):
         self.best_estimator_ = clone(self.estimator).set_params(
             **clone(self.best_params_, safe=False)
         )
-        args = (plan.X,) if plan.y is None else (plan.X, plan.y)
+        args = (setup.X,) if setup.y is None else (setup.X, setup.y)
         refit_ctx = None
         if root_ctx is not None:
             refit_ctx = root_ctx.subcontext(task_name="refit-with-best-params")
-            refit_ctx.call_on_fit_task_begin(estimator=self, X=plan.X, y=plan.y)
+            refit_ctx.call_on_fit_task_begin(estimator=self, X=setup.X, y=setup.y)
         start = time.time()
         if refit_ctx is None:
-            self.best_estimator_.fit(*args, **plan.routed.estimator.fit)
+            self.best_estimator_.fit(*args, **setup.routed.estimator.fit)
         else:
             with refit_ctx.propagate_callback_context(self.best_estimator_):
-                self.best_estimator_.fit(*args, **plan.routed.estimator.fit)
+                self.best_estimator_.fit(*args, **setup.routed.estimator.fit)
         self.refit_time_ = time.time() - start
         if hasattr(self.best_estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.best_estimator_.feature_names_in_
         if refit_ctx is not None:
-            refit_ctx.call_on_fit_task_end(estimator=self, X=plan.X, y=plan.y)
+            refit_ctx.call_on_fit_task_end(estimator=self, X=setup.X, y=setup.y)
 
     # -- callbacks (scikit-learn >= 1.9) --------------------------------------
-    def _begin_callbacks(self, plan):
-        if not _compat.has_callbacks(self):
+    def _begin_callbacks(self, setup):
+        """The root callback context, as scikit-learn's ``fit`` makes it; None before 1.9.
+
+        It is made whether or not callbacks are set: scikit-learn's
+        ``_run_search`` builds its search context on it. Tasks get callback
+        contexts of their own only when callbacks are set (they are pickled
+        with every task).
+        """
+        if not _compat.callback_api(self):
             return None
         root = _compat.init_callback_context(
             self, max_subtasks=1 + (self.refit is not False)
         )
-        return root.call_on_fit_task_begin(estimator=self, X=plan.X, y=plan.y)
-
-
-def _search_context(search, root_ctx, n_tasks):
-    if root_ctx is None:
-        return None
-    return root_ctx.subcontext(
-        task_name="search", max_subtasks=n_tasks, sequential_subtasks=False
-    ).call_on_fit_task_begin(estimator=search)
-
-
-def _task_contexts(search_ctx, n_tasks):
-    if search_ctx is None:
-        return [None] * n_tasks
-    return [
-        search_ctx.subcontext(task_name="candidate-split-evaluation", task_id=i)
-        for i in range(n_tasks)
-    ]
+        return root.call_on_fit_task_begin(estimator=self, X=setup.X, y=setup.y)
 
 
 def _best_index(refit, refit_metric, results):
@@ -355,7 +202,10 @@ class ParallelGridSearchCV(PortableBackendMixin, ParallelSearchMixin, GridSearch
     (candidate, split) fit is a task of parml's scheduler: the data is shared
     with the workers once, results stream back as they finish and are merged
     by key, and nested BLAS threads are limited so that ``n_jobs`` workers do
-    not oversubscribe the cores.
+    not oversubscribe the cores. As in scikit-learn, a subclass may override
+    ``_run_search(evaluate_candidates)`` to choose candidates from the results
+    of earlier ones; each ``evaluate_candidates`` call runs on the same workers
+    and shared data.
 
     Parameters
     ----------
@@ -511,9 +361,6 @@ class ParallelGridSearchCV(PortableBackendMixin, ParallelSearchMixin, GridSearch
         self.max_retries = max_retries
         self.timeout = timeout
 
-    def _candidate_params(self):
-        return ParameterGrid(self.param_grid)
-
 
 class ParallelRandomizedSearchCV(PortableBackendMixin, ParallelSearchMixin, RandomizedSearchCV):
     """Randomized search over parameter settings, fitted in parallel.
@@ -657,8 +504,3 @@ class ParallelRandomizedSearchCV(PortableBackendMixin, ParallelSearchMixin, Rand
         self.memory = memory
         self.max_retries = max_retries
         self.timeout = timeout
-
-    def _candidate_params(self):
-        return ParameterSampler(
-            self.param_distributions, self.n_iter, random_state=self.random_state
-        )

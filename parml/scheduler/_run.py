@@ -109,7 +109,7 @@ class Scheduler:
         """Ids of the engine's workers, for :attr:`Task.where`."""
         return self.engine.worker_ids()
 
-    def run(self, tasks):
+    def run(self, tasks, *, desc=None):
         """Run ``tasks`` and yield one :class:`TaskRecord` per task as each finishes.
 
         Records arrive in completion order; callers merge them by ``key``.
@@ -117,7 +117,10 @@ class Scheduler:
         whose stored value its ``rerun_stored`` refuses runs again, and its
         record says ``rerun``. An exception raised by a task propagates, as
         with :class:`joblib.Parallel`; Ctrl-C stops the workers and says how
-        many tasks were kept.
+        many tasks were kept. A scheduler may run several task lists, one
+        after the other, on the same engine and shared data; with
+        ``progress`` each run has its own bar, labelled ``desc`` (by default
+        the scheduler's).
         """
         tasks = list(tasks)
         cached, todo = self._look_up(tasks)
@@ -126,7 +129,7 @@ class Scheduler:
         func = execute
         if self.timeout is not None and not self._remote:
             func = partial(execute, timeout=self.timeout)
-        with progress_bar(self.progress, total=len(tasks), desc=self.desc) as bar:
+        with progress_bar(self.progress, total=len(tasks), desc=desc or self.desc) as bar:
             try:
                 for record in cached:
                     n_done += 1
