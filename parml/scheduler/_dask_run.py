@@ -10,7 +10,8 @@ the scheduler, when it starts (:mod:`._dask_rerun`). From that:
   ran alone (a worker with one thread) counts a death against its task;
   the tasks of a batch (or of a worker with several threads) become
   suspects. Suspects, and tasks that killed a worker, are sent one at a
-  time, only to workers that have been up for :data:`SETTLE_SECONDS`, and
+  time, only to workers that have been up for :data:`SETTLE_SECONDS` and
+  have run a task (one of the run's, or a probe: :mod:`._dask_probes`), and
   not to the last worker alive while another may come back
   (:data:`LAST_WORKER_GRACE`): a task that kills its worker does not take
   the cluster down with it (a worker that dies while it starts may not be
@@ -39,6 +40,7 @@ from typing import Any, Optional
 from ._batching import Batches
 from ._lateness import Lateness, StallReport, describe_waits
 from ._tasks import LostTask, timeout_reason
+from ._dask_probes import Probes
 from ._dask_rerun import START_KEY, Rerun
 
 logger = logging.getLogger("parml")
@@ -104,6 +106,7 @@ class DaskRun:
         # takes more than one worker at a time (nor a worker that is starting).
         self.suspects, self.on_trial, self.suspected = deque(), [], set()
         self.workers = {w: 0.0 for w in engine.worker_ids()}  # address -> up since
+        self.probes = Probes(self.client, self.run_id, self.workers)
         self.no_worker_since = None
         self.n_resubmits, self.n_units, self.n_deaths = 0, 0, 0
         self.stall = StallReport(time.monotonic())
@@ -143,6 +146,7 @@ class DaskRun:
             if futures:
                 self.client.cancel(futures)
             self.fetcher.shutdown(wait=False, cancel_futures=True)
+            self.probes.close()
 
     def _look_at_workers(self, force=False):
         """Workers that joined or left since the last look (at most every POLL_SECONDS)."""
@@ -189,15 +193,19 @@ class DaskRun:
             self._send(self.batches.next_unit())
 
     def _settled(self):
+        """Workers up for SETTLE_SECONDS that have run a task (see :mod:`._dask_probes`)."""
         now = time.monotonic()
-        return [w for w, since in self.workers.items() if now - since >= SETTLE_SECONDS]
+        return self.probes.ready(
+            [w for w, since in self.workers.items() if now - since >= SETTLE_SECONDS])
 
     def _send_waiting(self):
         """Send the next suspect, alone, to the workers that have been up for a while.
 
         Not to the last worker alive while another may come back (unless the
         cluster has only ever had one): a task that kills its worker then
-        leaves the cluster a worker to go on with.
+        leaves the cluster a worker to go on with. When no other worker came
+        back, a task that killed a worker before is given up rather than sent
+        to the last one.
         """
         if not self.suspects or self.on_trial:
             return
@@ -205,7 +213,16 @@ class DaskRun:
         settled = self._settled()
         if not settled or self._waiting_for_a_second_worker():
             return
-        self.on_trial.extend(self._resend([self.suspects.popleft()], workers=settled))
+        task = self.suspects.popleft()
+        n = self.deaths.get(id(task), 0)
+        if n and len(self.workers) < 2 <= self._most_workers:
+            # it killed a worker before: the last one alive is kept for the others
+            self.done.add(id(task))
+            yield LostTask(task=task, attempts=n, reason=(
+                f"the Dask worker running it died {n} time(s); it was not sent to the "
+                f"last worker alive ({LAST_WORKER_GRACE:g} s without another)"))
+            return
+        self.on_trial.extend(self._resend([task], workers=settled))
         self._trials.update(self.on_trial)
 
     def _waiting_for_a_second_worker(self):
@@ -342,6 +359,7 @@ class DaskRun:
 
     def _accept(self, unit, value):
         self.stall.progress(time.monotonic())
+        self.probes.note_served(unit.worker)
         for task, result in zip(unit.tasks, value if len(unit.tasks) > 1 else [value]):
             if id(task) in self.done:
                 continue
