@@ -12,6 +12,8 @@ from .ensemble import BaggedForest
 from .linear_model import AveragedSGD
 from .model_selection import (
     ParallelGridSearchCV,
+    ParallelHalvingGridSearchCV,
+    ParallelHalvingRandomSearchCV,
     ParallelRandomizedSearchCV,
     cross_val_parallel,
 )
@@ -20,6 +22,8 @@ __all__ = [
     "AveragedSGD",
     "BaggedForest",
     "ParallelGridSearchCV",
+    "ParallelHalvingGridSearchCV",
+    "ParallelHalvingRandomSearchCV",
     "ParallelRandomizedSearchCV",
     "__version__",
     "allreduce",

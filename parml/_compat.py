@@ -5,15 +5,25 @@ exactly as ``GridSearchCV`` does them: splitting pairwise (precomputed kernel)
 data, indexing fit parameters per split, scoring with ``error_score`` handling,
 resolving the scorers and routing fit parameters of a search, declaring
 parameter constraints, and driving a search's ``_run_search`` hook as
-``BaseSearchCV.fit`` does. Each name imported here is checked by
-``tests/test_compat.py``, so a scikit-learn release that changes one of them
-fails loudly there instead of silently changing parml's results.
+``BaseSearchCV.fit`` does, including the hooks successive halving relies on
+(``_check_input_parameters``, ``_n_samples_orig``, ``_select_best_index``).
+scikit-learn's halving searches are experimental: they are imported here from
+their module, without ``enable_halving_search_cv`` (which would add them to
+``sklearn.model_selection`` for the whole process), so that parml's users need
+not do it.
+Each name imported here is checked by ``tests/test_compat.py``, so a
+scikit-learn release that changes one of them fails loudly there instead of
+silently changing parml's results.
 """
 
 import inspect
 
 from sklearn.base import _fit_context
 from sklearn.metrics._scorer import _MultimetricScorer
+from sklearn.model_selection._search_successive_halving import (  # experimental API
+    HalvingGridSearchCV,
+    HalvingRandomSearchCV,
+)
 from sklearn.model_selection._validation import (
     _aggregate_score_dicts,
     _insert_error_scores,
@@ -31,12 +41,16 @@ from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params, _check_sample_weight, _num_samples
 
 __all__ = [
+    "HalvingGridSearchCV",
+    "HalvingRandomSearchCV",
     "HasMethods",
     "Interval",
     "RealNotInt",
     "StrOptions",
     "aggregate_score_dicts",
+    "best_index_hook",
     "callback_api",
+    "check_input_parameters",
     "has_callbacks",
     "init_callback_context",
     "check_method_params",
@@ -53,6 +67,7 @@ __all__ = [
     "search_routed_params",
     "search_scorers",
     "set_checked_cv",
+    "set_n_samples_orig",
     "validate_params",
 ]
 
@@ -130,3 +145,35 @@ def run_search(search, evaluate_candidates, callback_ctx):
         search._run_search(evaluate_candidates, callback_ctx=callback_ctx)
     else:
         search._run_search(evaluate_candidates)
+
+
+def check_input_parameters(search, X, y, split_params):
+    """Run ``search._check_input_parameters`` where the search defines it.
+
+    scikit-learn 1.9's ``BaseSearchCV.fit`` calls this hook after
+    ``_checked_cv_orig`` is set and before ``n_splits_``; successive halving
+    checks its ``cv`` and sets ``min_resources_`` and ``max_resources_`` there.
+    Before 1.9 only the halving searches define it (their ``fit`` calls it).
+    """
+    hook = getattr(search, "_check_input_parameters", None)
+    if hook is not None:
+        hook(X=X, y=y, split_params=split_params)
+
+
+def set_n_samples_orig(search, X):
+    """Keep the number of samples where halving's ``_run_search`` reads it.
+
+    ``BaseSuccessiveHalving.fit`` sets ``_n_samples_orig`` before
+    ``BaseSearchCV.fit``; its ``_run_search`` subsamples each rung's splits
+    to ``n_resources / _n_samples_orig``.
+    """
+    search._n_samples_orig = _num_samples(X)
+
+
+def best_index_hook(search):
+    """``search._select_best_index(refit, refit_metric, results)``, or None.
+
+    ``BaseSearchCV.fit`` picks ``best_index_`` with this static method; the
+    halving searches override it to pick among the last iteration only.
+    """
+    return getattr(search, "_select_best_index", None)

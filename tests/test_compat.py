@@ -178,3 +178,56 @@ def test_checked_cv_is_where_the_run_search_docs_say():
 def test_callback_api_is_scikit_learns_set_callbacks():
     search = GridSearchCV(LogisticRegression(), {})
     assert _compat.callback_api(search) == hasattr(search, "set_callbacks")
+
+
+# -- successive halving: the hooks BaseSuccessiveHalving.fit relies on -------------
+
+def _halving(**kw):
+    from sklearn.tree import DecisionTreeClassifier
+
+    return _compat.HalvingGridSearchCV(DecisionTreeClassifier(), {"max_depth": [1, 2, 3]},
+                                       cv=3, **kw)
+
+
+def test_halving_searches_come_from_sklearn_without_the_users_experimental_import():
+    from sklearn.model_selection._search_successive_halving import (
+        HalvingGridSearchCV,
+        HalvingRandomSearchCV,
+    )
+
+    assert _compat.HalvingGridSearchCV is HalvingGridSearchCV
+    assert _compat.HalvingRandomSearchCV is HalvingRandomSearchCV
+
+
+def test_check_input_parameters_sets_halvings_resources():
+    from sklearn.model_selection import KFold
+
+    X, y = load_iris(return_X_y=True)
+    search = _halving(min_resources="smallest")
+    _compat.set_checked_cv(search, KFold(3))
+    _compat.check_input_parameters(search, X, y, {})
+    assert (search.min_resources_, search.max_resources_) == (3 * 2 * 3, 150)
+    search = _halving()
+    _compat.set_checked_cv(search, KFold(3, shuffle=True))
+    with pytest.raises(ValueError, match="consistent folds"):
+        _compat.check_input_parameters(search, X, y, {})
+    _compat.check_input_parameters(GridSearchCV(LogisticRegression(), {}), X, y, {})  # no hook
+
+
+def test_halvings_run_search_reads_n_samples_orig():
+    from sklearn.model_selection._search_successive_halving import BaseSuccessiveHalving
+
+    assert "self._n_samples_orig" in inspect.getsource(BaseSuccessiveHalving._run_search)
+    search = _halving()
+    _compat.set_n_samples_orig(search, np.zeros((7, 2)))
+    assert search._n_samples_orig == 7
+
+
+def test_best_index_hook_picks_halvings_best_of_the_last_iteration():
+    results = {"iter": np.array([0, 0, 1]), "mean_test_score": np.array([0.9, 0.5, 0.7]),
+               "rank_test_score": np.array([1, 3, 2]), "params": [{}, {}, {}]}
+    assert _compat.best_index_hook(_halving())(True, "score", results) == 2
+    grid_hook = _compat.best_index_hook(GridSearchCV(LogisticRegression(), {}))
+    assert grid_hook(True, "score", results) == 0
+    assert grid_hook(lambda r: 1, "score", results) == 1
+    assert _compat.best_index_hook(object()) is None

@@ -8,6 +8,17 @@ its reasons:
 - check_supervised_y_2d: "DataConversionWarning not caught" (the search does
   not warn about a column-vector y; the estimator inside does, in a worker);
 - check_requires_y_none: "Doesn't fail gracefully".
+
+The halving searches mirror scikit-learn's instances of HalvingGridSearchCV
+and HalvingRandomSearchCV (same file). scikit-learn declares these expected
+failures for them: the two above, check_fit2d_1sample ("Fail during parameter
+check since min/max resources requires more samples": min_resources_ exceeds
+max_resources_ for one sample), check_array_api_mixed_inputs (1.9: "mixed
+array API input support not added yet") and three "FIXME"s
+(check_estimators_nan_inf, check_classifiers_one_label_sample_weights,
+check_fit2d_1feature). scikit-learn's own halving searches pass those three
+today (run the checks on them directly), and so do parml's, so they are not
+expected to fail here.
 """
 
 from sklearn.decomposition import PCA
@@ -15,11 +26,23 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from parml import ParallelGridSearchCV, ParallelRandomizedSearchCV
+from parml import (
+    ParallelGridSearchCV,
+    ParallelHalvingGridSearchCV,
+    ParallelHalvingRandomSearchCV,
+    ParallelRandomizedSearchCV,
+)
 
 SKLEARN_EXPECTED_FAILURES = {
     "check_supervised_y_2d": "DataConversionWarning not caught",
     "check_requires_y_none": "Doesn't fail gracefully",
+}
+HALVING_EXPECTED_FAILURES = {
+    **SKLEARN_EXPECTED_FAILURES,
+    "check_array_api_mixed_inputs": "mixed array API input support not added yet",
+    "check_fit2d_1sample": (
+        "Fail during parameter check since min/max resources requires more samples"
+    ),
 }
 
 INSTANCES = [
@@ -32,8 +55,30 @@ INSTANCES = [
     ParallelRandomizedSearchCV(LogisticRegression(), {"C": [0.1, 1.0]}, n_iter=2, cv=2,
                                random_state=0, error_score="raise"),
 ]
+_HALVING_SEARCHED = [
+    (Ridge(), "alpha"),
+    (LogisticRegression(), "C"),
+    (Pipeline([("pca", PCA()), ("ridge", Ridge())]), "ridge__alpha"),
+    (Pipeline([("pca", PCA()), ("logisticregression", LogisticRegression())]),
+     "logisticregression__C"),
+]
+INSTANCES += [
+    ParallelHalvingGridSearchCV(estimator, {name: [0.1, 1.0]}, cv=2, error_score="raise",
+                                min_resources="smallest", random_state=0)
+    for estimator, name in _HALVING_SEARCHED
+] + [
+    ParallelHalvingRandomSearchCV(estimator, {name: [0.1, 1.0]}, cv=2, error_score="raise",
+                                  random_state=0)
+    for estimator, name in _HALVING_SEARCHED
+]
 
 
-@parametrize_with_checks(INSTANCES, expected_failed_checks=lambda est: SKLEARN_EXPECTED_FAILURES)
+def _expected_failures(estimator):
+    if isinstance(estimator, (ParallelHalvingGridSearchCV, ParallelHalvingRandomSearchCV)):
+        return HALVING_EXPECTED_FAILURES
+    return SKLEARN_EXPECTED_FAILURES
+
+
+@parametrize_with_checks(INSTANCES, expected_failed_checks=_expected_failures)
 def test_sklearn_compatible(estimator, check):
     check(estimator)

@@ -95,6 +95,7 @@ class ParallelSearchMixin:
         routed = _compat.search_routed_params(self, params)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         _compat.set_checked_cv(self, cv)
+        _compat.check_input_parameters(self, X, y, routed.splitter.split)
         self.n_splits_ = cv.get_n_splits(X, y, **routed.splitter.split)
         return SearchSetup(scorers, refit_metric, routed, X, y, cv)
 
@@ -139,7 +140,8 @@ class ParallelSearchMixin:
             refit_metric = self.refit
         if not (self.refit or not multimetric):
             return
-        self.best_index_ = _best_index(self.refit, refit_metric, results)
+        select_best_index = _compat.best_index_hook(self) or _best_index
+        self.best_index_ = select_best_index(self.refit, refit_metric, results)
         if not callable(self.refit):
             self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
         self.best_params_ = results["params"][self.best_index_]
@@ -183,7 +185,10 @@ class ParallelSearchMixin:
 
 
 def _best_index(refit, refit_metric, results):
-    """Index of the best candidate: ``refit(results)`` or the top rank."""
+    """Index of the best candidate: ``refit(results)`` or the top rank.
+
+    Used for a search class without scikit-learn's ``_select_best_index`` hook.
+    """
     if not callable(refit):
         return results[f"rank_test_{refit_metric}"].argmin()
     best_index = refit(results)
