@@ -204,8 +204,8 @@ class DaskRun:
         Not to the last worker alive while another may come back (unless the
         cluster has only ever had one): a task that kills its worker then
         leaves the cluster a worker to go on with. When no other worker came
-        back, a task that killed a worker before is given up rather than sent
-        to the last one.
+        back, a task that died with its worker twice is given up rather than
+        sent to the last one (once may be a lost host, not the task).
         """
         if not self.suspects or self.on_trial:
             return
@@ -215,11 +215,12 @@ class DaskRun:
             return
         task = self.suspects.popleft()
         n = self.deaths.get(id(task), 0)
-        if n and len(self.workers) < 2 <= self._most_workers:
-            # it killed a worker before: the last one alive is kept for the others
+        if n >= 2 and len(self.workers) < 2 <= self._most_workers:
+            # it killed workers twice: the last one alive is kept for the others (a
+            # task that died once may have lost its host, and the last worker runs it)
             self.done.add(id(task))
             yield LostTask(task=task, attempts=n, reason=(
-                f"the Dask worker running it died {n} time(s); it was not sent to the "
+                f"the Dask worker running it died {n} times; it was not sent to the "
                 f"last worker alive ({LAST_WORKER_GRACE:g} s without another)"))
             return
         self.on_trial.extend(self._resend([task], workers=settled))
