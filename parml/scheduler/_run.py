@@ -109,6 +109,11 @@ class Scheduler:
         """Ids of the engine's workers, for :attr:`Task.where`."""
         return self.engine.worker_ids()
 
+    def worker_group(self, n_workers=None, **options):
+        """A group of long-lived workers of this scheduler's engine (see :mod:`._groups`)."""
+        from ._groups import open_group
+        return open_group(self.engine, n_workers, **options)
+
     def run(self, tasks, *, desc=None):
         """Run ``tasks`` and yield one :class:`TaskRecord` per task as each finishes.
 
