@@ -24,3 +24,31 @@ def jupyter_without_ipywidgets(monkeypatch):
     for name in chosen:
         sys.modules.pop(name, None)
     sys.modules.update(saved)
+
+
+#: This folder, put on the path of remote engines so that they import the test doubles.
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A client of a real Dask LocalCluster on loopback: 2 worker processes, 1 thread each."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def ipyparallel_client():
+    """A client of a real ipyparallel cluster on loopback: a controller and 2 engines."""
+    ipyparallel = pytest.importorskip("ipyparallel")
+    cluster = ipyparallel.Cluster(n=2, log_level=40, controller_ip="127.0.0.1")
+    client = cluster.start_and_connect_sync()
+    client[:].execute(f"import sys; sys.path.insert(0, {TESTS!r})", block=True)
+    yield client
+    client.close()
+    cluster.stop_cluster_sync()

@@ -313,26 +313,7 @@ def test_custom_run_search(engine):
 
 # -- remote engines: a real Dask LocalCluster and real ipyparallel engines ---------
 
-@pytest.fixture(scope="module")
-def dask_client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
-def ipyparallel_client():
-    ipyparallel = pytest.importorskip("ipyparallel")
-    cluster = ipyparallel.Cluster(n=2, log_level=40, controller_ip="127.0.0.1")
-    client = cluster.start_and_connect_sync()
-    client[:].execute(f"import sys; sys.path.insert(0, {TESTS!r})", block=True)
-    yield client
-    client.close()
-    cluster.stop_cluster_sync()
+# (the dask_client and ipyparallel_client fixtures are in conftest.py)
 
 
 @pytest.mark.timeout(150)

@@ -7,12 +7,14 @@ key; only :class:`Scheduler` decides where and how tasks run.
 from ._dask import is_dask_backend
 from ._engines import check_backend, valid_backends
 from ._run import Scheduler
+from ._session import Session
 from ._store import StoreWarning, store_folder
 from ._tasks import LostTask, Task, TaskRecord, WorkerLostError
 
 __all__ = [
     "LostTask",
     "Scheduler",
+    "Session",
     "StoreWarning",
     "Task",
     "TaskRecord",

@@ -22,20 +22,25 @@ UNITS_PER_WORKER = 4
 
 
 class Batches:
-    """Cut a list of tasks into units (lists of tasks) as results come back.
+    """Cut a queue of tasks into units (lists of tasks) as results come back.
 
     Parameters
     ----------
-    tasks : iterable of Task
+    tasks : collections.deque or iterable of Task
+        A deque is used as the queue itself: tasks a scheduler session adds
+        to it while the run goes on are sent too (see :mod:`._session`).
     n_workers : int
         Tasks the engine runs at once.
+    in_flight : int or None, default=None
+        Most units in flight once run times are known; None sends all the
+        rest at once (remote engines: the cluster's scheduler queues them).
     """
 
-    def __init__(self, tasks, n_workers):
-        self.queue = deque(tasks)
+    def __init__(self, tasks, n_workers, in_flight=None):
+        self.queue = tasks if isinstance(tasks, deque) else deque(tasks)
         self.n_workers = max(1, n_workers)
-        self.n_total = len(self.queue)
         self.in_flight = UNITS_PER_WORKER * self.n_workers
+        self.most_in_flight = in_flight
         self._durations = []
 
     def __bool__(self):
@@ -44,11 +49,15 @@ class Batches:
     @property
     def measured(self):
         """Whether enough run times are known to send all the rest at once."""
-        return len(self._durations) >= min(self.n_total, self.n_workers)
+        return len(self._durations) >= self.n_workers
 
     def may_send(self, n_pending):
         """Whether another unit should be sent now, with ``n_pending`` in flight."""
-        return bool(self.queue) and (self.measured or n_pending < self.in_flight)
+        if not self.queue:
+            return False
+        if self.measured:
+            return self.most_in_flight is None or n_pending < self.most_in_flight
+        return n_pending < self.in_flight
 
     def record(self, result):
         """Note the run time of a finished task (a :class:`TaskRecord`)."""
@@ -75,3 +84,17 @@ class Batches:
 
     def clear(self):
         self.queue.clear()
+
+
+class Singles(Batches):
+    """Units of one task each: with ``timeout=`` a task is abandoned alone."""
+
+    def size(self):
+        return 1
+
+
+class AllSingles(Singles):
+    """Units of one task each, all sent at once (each can be abandoned alone)."""
+
+    def may_send(self, n_pending):
+        return bool(self.queue)

@@ -208,7 +208,7 @@ class DaskEngine:
         cluster left without workers are handled by :class:`~._dask_run.DaskRun`;
         a task given up on comes back as a :class:`LostTask`.
         """
-        yield from DaskRun(self, func, list(tasks), max_retries=self.max_retries,
+        yield from DaskRun(self, func, tasks, max_retries=self.max_retries,
                            timeout=self.timeout)
 
     def close(self):

@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ._batching import Batches
+from ._batching import AllSingles, Batches
 from ._lateness import Lateness, StallReport, describe_waits
 from ._tasks import LostTask, timeout_reason
 from ._dask_probes import Probes
@@ -97,7 +97,8 @@ class DaskRun:
         n_workers = engine.n_workers
         # with a timeout each task goes alone (never measured, so never batched)
         # and all are sent at once, so that each can be abandoned alone
-        self.batches = Batches(tasks, n_workers if timeout is None else len(tasks) or 1)
+        self.batches = (Batches(tasks, n_workers) if timeout is None
+                        else AllSingles(tasks, n_workers))
         self.pending = {}  # Unit.name -> Unit
         self.events = queue.SimpleQueue()
         self.deaths, self.done = {}, set()

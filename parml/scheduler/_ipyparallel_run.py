@@ -11,7 +11,7 @@ import queue
 import time
 from typing import Any, Optional
 
-from ._batching import Batches
+from ._batching import Batches, Singles
 from ._ipyparallel import (
     WORKER_TIMEOUT, RemoteTraceback, _engine_failure, _msg_id, _Raised, ipyparallel_errors,
 )
@@ -39,13 +39,6 @@ class _Unit:
     copy: bool = False
 
 
-class _Singles(Batches):
-    """Units of one task each: with ``timeout=`` a task is abandoned alone."""
-
-    def size(self):
-        return 1
-
-
 class IPyParallelRun:
     """One ``map_unordered`` run: yields results (and LostTasks) as they finish.
 
@@ -69,7 +62,7 @@ class IPyParallelRun:
     def __init__(self, engine, func, tasks):
         self.engine, self.client, self.func = engine, engine.client, func
         self.lateness = Lateness(getattr(engine, "timeout", None))
-        kind = Batches if self.lateness.timeout is None else _Singles
+        kind = Batches if self.lateness.timeout is None else Singles
         self.batches = kind(tasks, engine.n_workers)
         self.pending = {}  # msg id -> _Unit
         self.finished = queue.SimpleQueue()
@@ -84,7 +77,7 @@ class IPyParallelRun:
     def __iter__(self):
         try:
             self._refill()
-            while self.pending or self.suspects:
+            while self.pending or self.suspects or self.batches:
                 unit = _next(self.finished)
                 if unit is not None:
                     yield from self._on_done(unit)

@@ -1,7 +1,8 @@
 """The local engine: joblib's loky processes, threads, or any joblib backend."""
 
 import os
-from concurrent.futures import BrokenExecutor
+from collections import deque
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 
@@ -11,6 +12,8 @@ from joblib.parallel import BACKENDS, get_active_backend
 from threadpoolctl import ThreadpoolController
 
 from .._tempfiles import make_file, remove
+from ._futures_run import FuturesRun
+from ._local_pool import get_executor
 from ._sharing import MemmapStore
 from ._tasks import LostTask
 
@@ -97,24 +100,43 @@ class LocalEngine:
         """BLAS/OpenMP threads each worker may use: ``cpu_count // n_workers``."""
         return max(1, (os.cpu_count() or 1) // self.n_workers)
 
-    def map_unordered(self, func, items):
-        """Yield ``func(item)`` for each item, in the order they finish.
+    def map_unordered(self, func, tasks):
+        """Yield ``func(task)`` for each task, in the order they finish.
+
+        ``tasks`` may be a :class:`collections.deque` that grows while the
+        run goes on (a scheduler session): loky's processes, threads and a
+        single worker run the tasks added too, as soon as a worker is free.
+        Other joblib backends run them in a further round once the current
+        one is done.
 
         Thread budget: loky workers get ``cpu_count // n_jobs`` BLAS/OpenMP
-        threads from joblib itself (it sets ``OMP_NUM_THREADS`` and friends
-        when it starts them). Worker threads of this process are limited here.
+        threads from their environment, as joblib's (:mod:`._local_pool`).
+        Worker threads of this process are limited here.
         """
-        if self.uses_processes:
-            yield from self._map_surviving_crashes(func, items)
+        queue = tasks if isinstance(tasks, deque) else deque(tasks)
+        n_workers = self.n_workers
+        if n_workers == 1:
+            yield from _inline(func, queue)
+        elif isinstance(self._active_backend(), BACKENDS["loky"]):
+            with self._config():
+                yield from FuturesRun(func, queue, n_workers, partial(get_executor, n_workers),
+                                      max_retries=self.max_retries)
         elif self.uses_threads:
             # BLAS pools (OpenBLAS, MKL) are global to the process: limit them
             # once for the run. OpenMP limits are per thread: set them per task.
             controller = ThreadpoolController()
             inner = self.inner_threads()
             with controller.limit(limits=inner, user_api="blas"):
-                yield from self._map(partial(_limited, func, controller, inner), items)
+                yield from FuturesRun(partial(_limited, func, controller, inner), queue,
+                                      n_workers, partial(ThreadPoolExecutor, n_workers),
+                                      processes=False)
         else:
-            yield from self._map(func, items)
+            while queue:  # other joblib backends: the tasks queued so far, as a round
+                round_, _ = list(queue), queue.clear()
+                if self.uses_processes:
+                    yield from self._map_surviving_crashes(func, round_)
+                else:
+                    yield from self._map(func, round_)
 
     def _map_surviving_crashes(self, func, tasks):
         """Map over worker processes; survive workers that die (segfault, kill).
@@ -157,12 +179,18 @@ class LocalEngine:
 
     def _map(self, func, items):
         with self._config():
+            streams = getattr(get_active_backend()[0], "supports_return_generator", False)
             parallel = joblib.Parallel(
                 n_jobs=self.n_jobs,
                 pre_dispatch=self.pre_dispatch,
-                return_as="generator_unordered",
+                return_as="generator_unordered" if streams else "list",
             )
             yield from parallel(joblib.delayed(func)(item) for item in items)
+
+
+def _inline(func, queue):
+    while queue:
+        yield func(queue.popleft())
 
 
 def _limited(func, controller, limit, item):

@@ -1,11 +1,8 @@
 """The one place that dispatches work: share data once, run keyed tasks, stream records."""
 
-from functools import partial
-
 from ._engines import make_engine
-from ._progress import progress_bar
+from ._session import Session
 from ._store import ResultStore, store_folder
-from ._tasks import LostTask, execute, lost_record
 
 
 class Scheduler:
@@ -79,15 +76,14 @@ class Scheduler:
         self.store = None if store_folder(memory) is None else ResultStore(memory)
         self.timeout = timeout
         self.n_cached = self.n_rerun = 0
-        self._rerun = set()
         if timeout is not None and self.engine.uses_threads:
             raise ValueError(
                 f"timeout={timeout!r} needs worker processes or a remote engine: a "
                 "thread cannot be stopped. Use backend='loky' (or n_jobs=1, Dask, "
                 "ipyparallel), or timeout=None."
             )
-        self._remote = getattr(self.engine, "remote", False)
-        if self._remote:
+        self.remote = getattr(self.engine, "remote", False)
+        if self.remote:
             # a remote engine abandons a late task itself; its worker is left alone
             self.engine.timeout = timeout
 
@@ -114,6 +110,20 @@ class Scheduler:
         from ._groups import open_group
         return open_group(self.engine, n_workers, **options)
 
+    def session(self, desc=None):
+        """A :class:`~._session.Session`: submit tasks at any time, records as they finish.
+
+        Parameters
+        ----------
+        desc : str, default=None
+            Label of the session's progress bar (by default the scheduler's).
+
+        Returns
+        -------
+        session : Session
+        """
+        return Session(self, desc=desc)
+
     def run(self, tasks, *, desc=None):
         """Run ``tasks`` and yield one :class:`TaskRecord` per task as each finishes.
 
@@ -125,59 +135,37 @@ class Scheduler:
         many tasks were kept. A scheduler may run several task lists, one
         after the other, on the same engine and shared data; with
         ``progress`` each run has its own bar, labelled ``desc`` (by default
-        the scheduler's).
+        the scheduler's). This is a session (:meth:`session`) given all its
+        tasks at once.
         """
-        tasks = list(tasks)
-        cached, todo = self._look_up(tasks)
-        self.n_cached, self.n_rerun = len(cached), len(self._rerun)
-        n_done = 0
-        func = execute
-        if self.timeout is not None and not self._remote:
-            func = partial(execute, timeout=self.timeout)
-        with progress_bar(self.progress, total=len(tasks), desc=desc or self.desc) as bar:
-            try:
-                for record in cached:
-                    n_done += 1
-                    bar.update(1)
-                    yield record
-                for outcome in self.engine.map_unordered(func, todo):
-                    record = self._finish(outcome)
-                    n_done += 1
-                    bar.update(1)
-                    yield record
-            except KeyboardInterrupt:
-                raise KeyboardInterrupt(self._interrupted(n_done, len(tasks))) from None
+        session = self.session(desc=desc)
+        session.submit(tasks)
+        self.n_cached, self.n_rerun = session.n_cached, session.n_rerun
+        try:
+            yield from session
+        finally:
+            self.n_cached, self.n_rerun = session.n_cached, session.n_rerun
 
-    def _look_up(self, tasks):
-        """``(records read from the store, tasks to run)``.
-
-        The keys of tasks whose stored value was refused go to ``_rerun``.
-        """
-        self._rerun = set()
+    def look_up(self, tasks):
+        """``(records read from the store, tasks to run, keys of refused stored values)``."""
         if self.store is None:
-            return [], tasks
-        cached, todo = [], []
+            return [], list(tasks), set()
+        cached, todo, rerun = [], [], set()
         for task in tasks:
             record = None if task.cache_key is None else self.store.get(task.cache_key)
             if record is not None and _refused(task, record):
-                self._rerun.add(task.key)
+                rerun.add(task.key)
                 record = None
             if record is None:
                 todo.append(task)
             else:
                 record.key, record.cached = task.key, True
                 cached.append(record)
-        return cached, todo
+        return cached, todo, rerun
 
-    def _finish(self, outcome):
-        if isinstance(outcome, LostTask):
-            record = lost_record(outcome)
-        else:
-            record = outcome
-            if self.store is not None and record.cache_key is not None:
-                self.store.put(record.cache_key, record)
-        record.rerun = record.key in self._rerun
-        return record
+    def interrupted(self, n_done, n_total):
+        """The message of a Ctrl-C after ``n_done`` of ``n_total`` tasks: what was kept."""
+        return self._interrupted(n_done, n_total)
 
     def _interrupted(self, n_done, n_total):
         kept = (f"Interrupted after {n_done} of {n_total} tasks finished; "

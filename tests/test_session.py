@@ -1,0 +1,107 @@
+"""The scheduler session: tasks submitted while others run start at once, on every engine."""
+
+import os
+import time
+
+import pytest
+
+from parml.scheduler import Scheduler, Task
+
+LONG = 2.0
+
+
+def _nap(seconds, label):
+    time.sleep(seconds)
+    return label, time.monotonic()
+
+
+def _die_once(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return "survived"
+
+
+def _nap_task(key, seconds):
+    return Task(key=key, func=_nap, kwargs={"seconds": seconds, "label": key})
+
+
+@pytest.fixture(params=["loky", "threading", "dask", "ipyparallel"])
+def backend(request):
+    if request.param == "dask":
+        return request.getfixturevalue("dask_client")
+    if request.param == "ipyparallel":
+        return request.getfixturevalue("ipyparallel_client")
+    return request.param
+
+
+def test_a_task_submitted_while_others_run_does_not_wait_for_them(backend):
+    with Scheduler(backend=backend, n_jobs=2) as scheduler:
+        session = scheduler.session()
+        session.submit([_nap_task("long", LONG), _nap_task("short", 0.05)])
+        order = []
+        for record in session:
+            order.append(record.key)
+            if record.key == "short":  # chosen from a result, while "long" runs
+                session.submit([_nap_task("follow-up", 0.05)])
+    assert order == ["short", "follow-up", "long"]
+    assert session.n_submitted == session.n_done == 3
+
+
+def test_a_single_worker_runs_tasks_submitted_on_the_way():
+    with Scheduler(n_jobs=1) as scheduler:
+        session = scheduler.session()
+        session.submit(_nap_task(0, 0.0))
+        seen = []
+        for record in session:
+            seen.append(record.key)
+            if record.key < 3:
+                session.submit(_nap_task(record.key + 1, 0.0))
+    assert seen == [0, 1, 2, 3]
+
+
+def test_cancelled_tasks_do_not_run_and_are_not_reported():
+    with Scheduler(backend="threading", n_jobs=2) as scheduler:
+        session = scheduler.session()
+        session.submit([_nap_task("first", 0.3), _nap_task("second", 0.3)]
+                       + [_nap_task(i, 0.3) for i in range(20)])
+        start = time.monotonic()
+        seen = []
+        for record in session:
+            seen.append(record.key)
+            session.cancel(range(20))
+    assert sorted(seen, key=str) == ["first", "second"]
+    assert time.monotonic() - start < 3.0  # 20 more naps of 0.3 s on 2 threads take 3 s
+
+
+def test_stored_records_come_first_and_new_submissions_are_looked_up(tmp_path):
+    with Scheduler(backend="threading", n_jobs=2, memory=tmp_path) as scheduler:
+        tasks = [Task(key=i, func=pow, kwargs={"base": i, "exp": 2}, cache_key=f"sq-{i}")
+                 for i in range(4)]
+        first = {r.key: r.value for r in scheduler.run(tasks)}
+        session = scheduler.session()
+        session.submit(tasks[:2])
+        again = {}
+        for record in session:
+            again[record.key] = (record.value, record.cached)
+            if record.key == 1:
+                session.submit(tasks[2:])
+    assert first == {0: 0, 1: 1, 2: 4, 3: 9}
+    assert again == {i: (i * i, True) for i in range(4)}
+    assert session.n_cached == 4
+
+
+def test_a_worker_death_keeps_the_session_going(tmp_path):
+    marker = str(tmp_path / "died")
+    with Scheduler(backend="loky", n_jobs=2, max_retries=2) as scheduler:
+        session = scheduler.session()
+        session.submit([Task(key="dies", func=_die_once, kwargs={"marker": marker}),
+                        _nap_task("nap", 0.05)])
+        seen = {}
+        for record in session:
+            seen[record.key] = record.value
+            if record.key == "nap":
+                session.submit([_nap_task("after", 0.0)])
+    assert seen["dies"] == "survived"
+    assert seen["after"][0] == "after"
+    assert set(seen) == {"dies", "nap", "after"}
