@@ -105,3 +105,35 @@ def test_a_worker_death_keeps_the_session_going(tmp_path):
     assert seen["dies"] == "survived"
     assert seen["after"][0] == "after"
     assert set(seen) == {"dies", "nap", "after"}
+
+
+def _keep_state(token):
+    from parml.scheduler._worker_state import fit_state, held_tokens
+    fit_state(token)["kept"] = os.getpid()
+    time.sleep(0.2)  # every worker gets one
+    return held_tokens()
+
+
+def _held(_):
+    from parml.scheduler._worker_state import held_tokens
+    time.sleep(0.2)
+    return os.getpid(), held_tokens()
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading", "dask", "ipyparallel"],
+                         indirect=True)
+def test_worker_state_is_released_when_the_scheduler_closes(backend):
+    with Scheduler(backend=backend, n_jobs=2) as scheduler:
+        token = scheduler.token
+        kept = [r.value for r in scheduler.run(
+            [Task(key=i, func=_keep_state, kwargs={"token": token}) for i in range(4)])]
+    assert all(token in held for held in kept)
+    deadline = time.monotonic() + 10
+    while True:  # the release is not waited for by the scheduler: poll, bounded
+        with Scheduler(backend=backend, n_jobs=2) as probe:
+            held = [r.value for r in probe.run(
+                [Task(key=i, func=_held, kwargs={"_": i}) for i in range(4)])]
+        if all(token not in tokens for _, tokens in held) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(token not in tokens for _, tokens in held), held

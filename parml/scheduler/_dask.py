@@ -18,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from .._optional import import_optional
 from ._dask_rerun import note_start
 from ._dask_run import DaskRun
+from ._worker_state import release
 
 #: Seconds to wait for a cluster that has no worker before giving up.
 WORKER_TIMEOUT = 30.0
@@ -210,6 +211,13 @@ class DaskEngine:
         """
         yield from DaskRun(self, func, tasks, max_retries=self.max_retries,
                            timeout=self.timeout)
+
+    def release_state(self, token):
+        """Drop the state kept for the fit ``token`` on every worker (not waited for)."""
+        _distributed().fire_and_forget([
+            self.client.submit(release, token, key=f"parml-release-{token}-{i}", pure=False,
+                               workers=[worker], allow_other_workers=False)
+            for i, worker in enumerate(self.worker_ids())])
 
     def close(self):
         """Release the scattered data; close the client if this engine opened it."""

@@ -41,6 +41,7 @@ import traceback
 from threadpoolctl import threadpool_limits
 
 from .._optional import import_optional
+from ._worker_state import release
 
 logger = logging.getLogger("parml")
 
@@ -419,6 +420,12 @@ class IPyParallelEngine:
         from ._ipyparallel_run import IPyParallelRun
 
         yield from IPyParallelRun(self, func, tasks)
+
+    def release_state(self, token):
+        """Drop the state kept for the fit ``token`` on every engine (not waited for)."""
+        engines = list(self.client.ids)
+        if engines:
+            self.client[engines].apply_async(release, token)
 
     def close(self):
         """Delete the pushed data from the engines; close the client if opened here.

@@ -2,12 +2,11 @@
 
 import os
 from collections import deque
-from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 
 import joblib
-import numpy as np
 from joblib.parallel import BACKENDS, get_active_backend
 from threadpoolctl import ThreadpoolController
 
@@ -15,7 +14,7 @@ from .._tempfiles import make_file, remove
 from ._futures_run import FuturesRun
 from ._local_pool import get_executor
 from ._sharing import MemmapStore
-from ._tasks import LostTask
+from ._worker_state import release, release_on_each
 
 #: Backends whose workers are separate processes on this machine.
 _PROCESS_BACKENDS = ("loky", "multiprocessing")
@@ -35,7 +34,8 @@ class LocalEngine:
     max_retries : int, default=2
         How many times a task whose worker process died is run again (alone,
         so that the task that kills its worker is found) before it is given
-        up as a :class:`LostTask`.
+        up as a :class:`~._tasks.LostTask` (loky's processes; see
+        :mod:`._futures_run`).
     """
 
     def __init__(self, backend=None, n_jobs=None, pre_dispatch="2*n_jobs", max_retries=2):
@@ -44,6 +44,7 @@ class LocalEngine:
         self.pre_dispatch = pre_dispatch
         self.max_retries = max_retries
         self._store = MemmapStore()
+        self._pool_size = None  # workers of the process pool this engine used, if any
 
     def worker_ids(self):
         """One machine: every worker reads the same memory, so there is one id."""
@@ -62,6 +63,29 @@ class LocalEngine:
     def close(self):
         """Remove the memory maps of this run."""
         self._store.close()
+
+    def release_state(self, token):
+        """Drop the state kept for the fit ``token`` here and in the pool's workers.
+
+        The workers each get a release task (:func:`~._worker_state.release_on_each`);
+        nothing waits for them: their board is removed when the last one is done.
+        """
+        release(token)
+        if self._pool_size is None:
+            return
+        with self._config():
+            executor = get_executor(self._pool_size)
+        board = make_file("release")
+        futures = [executor.submit(release_on_each, token, board, self._pool_size)
+                   for _ in range(self._pool_size)]
+        left = [len(futures)]
+
+        def done(_):
+            left[0] -= 1
+            if not left[0]:
+                remove(board)
+        for future in futures:
+            future.add_done_callback(done)
 
     @contextmanager
     def _config(self):
@@ -118,6 +142,7 @@ class LocalEngine:
         if n_workers == 1:
             yield from _inline(func, queue)
         elif isinstance(self._active_backend(), BACKENDS["loky"]):
+            self._pool_size = n_workers
             with self._config():
                 yield from FuturesRun(func, queue, n_workers, partial(get_executor, n_workers),
                                       max_retries=self.max_retries)
@@ -133,49 +158,7 @@ class LocalEngine:
         else:
             while queue:  # other joblib backends: the tasks queued so far, as a round
                 round_, _ = list(queue), queue.clear()
-                if self.uses_processes:
-                    yield from self._map_surviving_crashes(func, round_)
-                else:
-                    yield from self._map(func, round_)
-
-    def _map_surviving_crashes(self, func, tasks):
-        """Map over worker processes; survive workers that die (segfault, kill).
-
-        joblib loses every running task when a worker dies. Each task leaves a
-        marker when it starts, so after a crash the tasks that were running
-        are known: they are run again one at a time (so the one that kills
-        its worker is identified) up to ``max_retries`` times, then yielded
-        as :class:`LostTask`; the tasks that had not started go on in
-        parallel in a fresh pool.
-        """
-        tasks = list(tasks)
-        with _StartedBoard(len(tasks)) as board:
-            marked = partial(_marked, func, board.path)
-            pending = list(range(len(tasks)))
-            while pending:
-                done, crash = set(), None
-                try:
-                    for index, result in self._map(marked, [(i, tasks[i]) for i in pending]):
-                        done.add(index)
-                        yield result
-                except BrokenExecutor as exc:
-                    crash = exc
-                started = board.started()
-                suspects = [i for i in pending if i in started and i not in done]
-                pending = [i for i in pending if i not in done and i not in started]
-                if crash is None:
-                    continue
-                for index in suspects:
-                    yield self._run_alone(marked, index, tasks[index], crash)
-
-    def _run_alone(self, marked, index, task, crash):
-        """Run a task that was running when a worker died, alone, with retries."""
-        for _ in range(self.max_retries):
-            try:
-                return list(self._map(marked, [(index, task)]))[0][1]
-            except BrokenExecutor as exc:
-                crash = exc
-        return LostTask(task=task, reason=_describe(crash), attempts=self.max_retries + 1)
+                yield from self._map(func, round_)
 
     def _map(self, func, items):
         with self._config():
@@ -196,42 +179,3 @@ def _inline(func, queue):
 def _limited(func, controller, limit, item):
     with controller.limit(limits=limit, user_api="openmp"):
         return func(item)
-
-
-class _StartedBoard:
-    """One byte per task in a shared file: set by the worker when a task starts.
-
-    The file is removed on exit, or when this process dies however it dies.
-    """
-
-    def __init__(self, n_tasks):
-        self.path = make_file("started")
-        self._board = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(max(n_tasks, 1),))
-
-    def started(self):
-        return set(np.flatnonzero(self._board).tolist())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        del self._board
-        remove(self.path)
-
-
-_BOARDS = {}
-
-
-def _marked(func, board_path, indexed_task):
-    """Mark task ``index`` as started on the shared board, then run it."""
-    index, task = indexed_task
-    board = _BOARDS.get(board_path)
-    if board is None:
-        _BOARDS.clear()  # one board per run: drop the maps of finished runs
-        board = _BOARDS[board_path] = np.memmap(board_path, dtype=np.uint8, mode="r+")
-    board[index] = 1
-    return index, func(task)
-
-
-def _describe(crash):
-    return f"{type(crash).__name__}: {str(crash).splitlines()[0] if str(crash) else ''}"

@@ -1,8 +1,13 @@
 """The one place that dispatches work: share data once, run keyed tasks, stream records."""
 
+import logging
+import uuid
+
 from ._engines import make_engine
 from ._session import Session
 from ._store import ResultStore, store_folder
+
+logger = logging.getLogger("parml")
 
 
 class Scheduler:
@@ -46,6 +51,10 @@ class Scheduler:
     n_rerun : int
         Tasks of the last :meth:`run` found in the result store but run
         again, because their ``rerun_stored`` refused the stored value.
+    token : str
+        Names the state that tasks keep in their workers for this scheduler
+        (:func:`~._worker_state.fit_state`); released on every worker when
+        the scheduler closes.
 
     Examples
     --------
@@ -76,6 +85,8 @@ class Scheduler:
         self.store = None if store_folder(memory) is None else ResultStore(memory)
         self.timeout = timeout
         self.n_cached = self.n_rerun = 0
+        #: Names this scheduler's state in the workers (:mod:`._worker_state`).
+        self.token = uuid.uuid4().hex
         if timeout is not None and self.engine.uses_threads:
             raise ValueError(
                 f"timeout={timeout!r} needs worker processes or a remote engine: a "
@@ -91,6 +102,11 @@ class Scheduler:
         return self
 
     def __exit__(self, *exc_info):
+        try:
+            self.engine.release_state(self.token)
+        except Exception as exc:  # best effort: a fit's end never fails on it
+            logger.debug("parml: could not release the workers' state of %s: %r",
+                         self.token, exc)
         self.engine.close()
 
     def share(self, data):
