@@ -358,7 +358,7 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         with Scheduler(backend="dask" if backend is None else backend, n_jobs=self.n_jobs,
                        progress=self.progress, desc=type(self).__name__) as scheduler:
             classifier = _classifier(self)
-            parts = from_dask(X, y, scheduler.engine.client, is_classifier=classifier)
+            parts = from_dask(X, y, scheduler, is_classifier=classifier)
             self._set_partition_attributes(parts, classifier)
             return self._fit_members(parts, classes=parts.classes, scheduler=scheduler)
 
@@ -493,7 +493,7 @@ class BaggedForest(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         members = [(member, self._cols(features), weight) for member, features, weight
                    in zip(self.estimators_, self.estimators_features_, weights)]
         with Scheduler(backend="threading", n_jobs=self.n_jobs) as scheduler:
-            n_groups = min(scheduler.engine.n_workers, len(members))
+            n_groups = min(scheduler.n_workers, len(members))
             tasks = [Task(key=g, func=sum_predictions,
                           kwargs=dict(members=members[g::n_groups], X=X, n_classes=n_classes))
                      for g in range(n_groups)]

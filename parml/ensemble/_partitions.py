@@ -6,7 +6,7 @@ shards; the worker holding the chunk for a dask array or dataframe).
 """
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, List, Optional
 
 import numpy as np
@@ -33,8 +33,6 @@ class Partitions:
     #: The worker holding each partition (dask), or None (this machine).
     where: Optional[List[str]] = None
     classes: Optional[np.ndarray] = None
-    #: Futures of a persisted dask collection, held for the length of the fit.
-    keep: list = field(default_factory=list)
 
     def __len__(self):
         return len(self.X)
@@ -156,15 +154,14 @@ def from_shards(shards, *, is_classifier, accept_sparse=("csr", "csc")):
                       n_features=X_parts[0].shape[1], classes=classes)
 
 
-def from_dask(X, y, client, *, is_classifier):
-    """Persist a dask ``X`` (rows in chunks) and ``y`` on the cluster; find who holds each.
+def from_dask(X, y, scheduler, *, is_classifier):
+    """Keep a dask ``X`` (rows in chunks) and ``y`` on the cluster; find who holds each.
 
     Column chunks are joined (a member needs whole rows) and ``y`` is
-    rechunked to ``X``'s row chunks; the row chunks of ``X`` are not moved.
+    rechunked to ``X``'s row chunks; the row chunks of ``X`` are not moved
+    (:meth:`Scheduler.place`).
     """
     da = import_optional("dask.array", extra="dask", purpose="Partitions given as dask data")
-    distributed = import_optional("distributed", extra="dask",
-                                  purpose="Partitions given as dask data")
     if y is None or not is_dask_collection(y):
         raise ValueError("With X as a dask collection, y must be a dask array or series "
                          "with the same rows; got " f"{type(y).__name__}.")
@@ -191,21 +188,16 @@ def from_dask(X, y, client, *, is_classifier):
         )
     X = X.rechunk({1: -1})
     y = y.rechunk((X.chunks[0],))
-    X, y = client.persist([X, y])
-    distributed.wait([X, y])
-    x_keys = [k[0] if isinstance(k, list) else k for k in X.__dask_keys__()]
-    y_keys = list(y.__dask_keys__())
-    futures = {f.key: f for f in distributed.futures_of(X) + distributed.futures_of(y)}
-    holders = client.who_has([futures[k] for k in x_keys])
+    x_chunks, y_chunks = scheduler.place([X, y])
     classes = None
     if is_classifier:
         classes = da.unique(y).compute()
         check_classification_targets(classes)
     return Partitions(
-        X=[futures[k] for k in x_keys], y=[futures[k] for k in y_keys], sample_weight=None,
-        n_samples=[int(c) for c in X.chunks[0]], n_features=int(X.shape[1]),
-        where=[sorted(holders[k])[0] for k in x_keys], classes=classes,
-        keep=[X, y],
+        X=[handle for handle, _ in x_chunks], y=[handle for handle, _ in y_chunks],
+        sample_weight=None, n_samples=[int(c) for c in X.chunks[0]],
+        n_features=int(X.shape[1]), where=[worker for _, worker in x_chunks],
+        classes=classes,
     )
 
 

@@ -13,11 +13,11 @@ Ctrl-C) cancels the remote tasks.
 
 import os
 
-from threadpoolctl import threadpool_limits
-
 from .._optional import import_optional
 from ._dask_rerun import note_start
+from ._batching import AllSingles
 from ._dask_run import DaskRun
+from ._engine_base import Placeholder, RemoteEngine, resolve, run_unit
 from ._worker_state import release
 
 #: Seconds to wait for a cluster that has no worker before giving up.
@@ -65,15 +65,7 @@ def connect(backend):
     return backend, False
 
 
-class _Shared:
-    """A placeholder for one value scattered by a :class:`DaskEngine`."""
-
-    def __init__(self, index, name):
-        self.index = index
-        self.name = name
-
-
-class DaskEngine:
+class DaskEngine(RemoteEngine):
     """Runs tasks on a Dask ``distributed`` cluster.
 
     Parameters
@@ -88,11 +80,8 @@ class DaskEngine:
         All tasks are submitted at once; Dask schedules them.
     """
 
-    uses_processes = False
-    uses_threads = False
-    #: Tasks run on other machines; ``timeout`` abandons a task, it does not stop it.
-    remote = True
-    supports_timeout = True
+    #: With ``timeout=``, every task goes alone and all at once (Dask queues them).
+    timeout_units = AllSingles
 
     def __init__(self, backend="dask", n_jobs=None, pre_dispatch=None):
         self.client, self._owned = connect(backend)
@@ -100,6 +89,7 @@ class DaskEngine:
         self.timeout = None
         self._shared = []
         self._originals = []
+        self._placed = []  # collections persisted by place()
         self._wait_for_workers()
 
     def _wait_for_workers(self):
@@ -131,7 +121,7 @@ class DaskEngine:
             data = {"data": data}
         self._originals.append(data)
         self._shared.append(self._scatter(data))
-        return {key: _Shared(len(self._shared) - 1, key) for key in data}
+        return {key: Placeholder(len(self._shared) - 1, key) for key in data}
 
     def share_again(self, workers):
         """Share every value again, made on one of ``workers`` (then fetched from there).
@@ -171,13 +161,7 @@ class DaskEngine:
 
     def _with_futures(self, value):
         """``value`` with placeholders swapped for their futures (in dicts, lists)."""
-        if isinstance(value, _Shared):
-            return self._shared[value.index][value.name]
-        if isinstance(value, dict):
-            return {k: self._with_futures(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(self._with_futures(v) for v in value)
-        return value
+        return resolve(value, lambda shared: self._shared[shared.slot][shared.name])
 
     def submit_unit(self, func, unit, name, topic, workers=None):
         """Submit a unit: one task, or a batch of tasks run one after the other.
@@ -212,6 +196,27 @@ class DaskEngine:
         yield from DaskRun(self, func, tasks, max_retries=self.max_retries,
                            timeout=self.timeout)
 
+    def place(self, collections):
+        """Keep the chunks of dask ``collections`` on the cluster, where Dask puts them.
+
+        Returns, per collection, one ``(handle, worker)`` per chunk in the
+        collection's key order: ``handle`` goes in a task's kwargs (the
+        worker resolves it from its memory), ``worker`` holds the chunk (a
+        ``Task.where``). Chunks are persisted, not moved; the persisted
+        collections are kept until :meth:`close`.
+        """
+        distributed = _distributed()
+        persisted = self.client.persist(list(collections))
+        distributed.wait(persisted)
+        self._placed.extend(persisted)
+        placed = []
+        for collection in persisted:
+            keys = [k[0] if isinstance(k, list) else k for k in collection.__dask_keys__()]
+            futures = {f.key: f for f in distributed.futures_of(collection)}
+            holders = self.client.who_has([futures[k] for k in keys])
+            placed.append([(futures[k], sorted(holders[k])[0]) for k in keys])
+        return placed
+
     def release_state(self, token):
         """Drop the state kept for the fit ``token`` on every worker (not waited for)."""
         _distributed().fire_and_forget([
@@ -225,7 +230,7 @@ class DaskEngine:
             scattered = [f for f in futures.values() if hasattr(f, "key")]
             if scattered:
                 self.client.cancel(scattered)
-        self._shared, self._originals = [], []
+        self._shared, self._originals, self._placed = [], [], []
         if self._owned:
             self.client.close()
 
@@ -237,15 +242,14 @@ def _identity(value):
 def _run_batch(func, tasks, kwargs_list, topic):
     """On a worker: run a batch of tasks one after the other; their results, in order.
 
-    BLAS threads are limited once for the batch (threadpoolctl looks up the
-    loaded libraries each time, which costs more than a tiny fit). A batch
-    that Dask runs again after its worker died returns a :class:`Rerun`.
+    BLAS threads are limited once for the batch (:func:`~._engine_base.run_unit`).
+    A batch that Dask runs again after its worker died returns a :class:`Rerun`.
     """
     rerun = note_start(topic)
     if rerun is not None:
         return rerun
-    with _blas_limit():
-        return [func(_with_kwargs(task, kwargs)) for task, kwargs in zip(tasks, kwargs_list)]
+    prepared = [_with_kwargs(task, kwargs) for task, kwargs in zip(tasks, kwargs_list)]
+    return run_unit(func, prepared, _blas_threads())
 
 
 def _run_with_shared(func, task, kwargs, topic):
@@ -253,18 +257,17 @@ def _run_with_shared(func, task, kwargs, topic):
     rerun = note_start(topic)
     if rerun is not None:
         return rerun
-    with _blas_limit():
-        return func(_with_kwargs(task, kwargs))
+    return run_unit(func, [_with_kwargs(task, kwargs)], _blas_threads())[0]
 
 
 def _with_kwargs(task, kwargs):
     return type(task)(key=task.key, func=task.func, kwargs=kwargs, cache_key=task.cache_key)
 
 
-def _blas_limit():
+def _blas_threads():
     """BLAS threads for one task: the worker's cores shared by its threads."""
     try:
         nthreads = _distributed().get_worker().state.nthreads
     except (ValueError, AttributeError):
         nthreads = 1
-    return threadpool_limits(limits=max(1, (os.cpu_count() or 1) // nthreads))
+    return (os.cpu_count() or 1) // nthreads

@@ -37,8 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ._batching import AllSingles, Batches
 from ._lateness import Lateness, StallReport, describe_waits
+from ._deaths import Deaths
 from ._tasks import LostTask, timeout_reason
 from ._dask_probes import Probes
 from ._dask_rerun import START_KEY, Rerun
@@ -94,14 +94,12 @@ class DaskRun:
         self.topic = f"parml-{self.run_id}"
         self.max_retries = max_retries
         self.lateness = Lateness(timeout)
-        n_workers = engine.n_workers
-        # with a timeout each task goes alone (never measured, so never batched)
-        # and all are sent at once, so that each can be abandoned alone
-        self.batches = (Batches(tasks, n_workers) if timeout is None
-                        else AllSingles(tasks, n_workers))
+        # with a timeout each task goes alone and all are sent at once, so that
+        # each can be abandoned alone (RemoteEngine.units)
+        self.batches = engine.units(tasks)
         self.pending = {}  # Unit.name -> Unit
         self.events = queue.SimpleQueue()
-        self.deaths, self.done = {}, set()
+        self.deaths, self.done = Deaths(max_retries), set()
         # Tasks that were running where a worker died: sent one at a time, to
         # workers up for a while, so that a task that kills its worker never
         # takes more than one worker at a time (nor a worker that is starting).
@@ -215,12 +213,12 @@ class DaskRun:
         if not settled or self._waiting_for_a_second_worker():
             return
         task = self.suspects.popleft()
-        n = self.deaths.get(id(task), 0)
+        n = self.deaths.count(task)
         if n >= 2 and len(self.workers) < 2 <= self._most_workers:
             # it killed workers twice: the last one alive is kept for the others (a
             # task that died once may have lost its host, and the last worker runs it)
             self.done.add(id(task))
-            yield LostTask(task=task, attempts=n, reason=(
+            yield self.deaths.give_up(task, (
                 f"the Dask worker running it died {n} times; it was not sent to the "
                 f"last worker alive ({LAST_WORKER_GRACE:g} s without another)"))
             return
@@ -289,7 +287,7 @@ class DaskRun:
         tasks = [t for t in unit.tasks if id(t) not in self.done]
         alone = starts[-1].get("nthreads", 1) == 1 or unit in self._trials
         if len(unit.tasks) == 1 and tasks and alone:
-            self.deaths[id(tasks[0])] = self.deaths.get(id(tasks[0]), 0) + 1
+            self.deaths.note(tasks[0])
             yield from self._retry_or_give_up(tasks, starts[-1].get("worker", "?"))
         else:
             self._suspect(tasks)
@@ -301,11 +299,11 @@ class DaskRun:
     def _retry_or_give_up(self, tasks, worker):
         """Tasks whose worker died while they ran: give up past ``max_retries`` deaths."""
         for task in tasks:
-            n = self.deaths.get(id(task), 0)
-            if n > self.max_retries:
+            if self.deaths.exhausted(task):
                 self.done.add(id(task))
-                yield LostTask(task=task, attempts=n, reason=(
-                    f"the Dask worker running it died {n} times (last {worker})"))
+                yield self.deaths.give_up(task, (
+                    f"the Dask worker running it died {self.deaths.count(task)} times "
+                    f"(last {worker})"))
             else:
                 self._suspect([task])
 

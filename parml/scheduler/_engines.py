@@ -14,7 +14,9 @@ client connection file) or a live ``ipyparallel.Client`` pick the ipyparallel
 engine (:mod:`._ipyparallel`). A live client is resolved when a fit runs and
 is never stored by the estimator; the string forms are picklable.
 
-Every engine is a thin adapter with the same small contract:
+Every engine is a :class:`~._engine_base.Engine`: capability flags declared
+(``uses_processes``, ``uses_threads``, ``remote``, ``supports_timeout``,
+``streams``) and the same small contract:
 
 ``n_workers``
     How many tasks run at once.
@@ -22,12 +24,19 @@ Every engine is a thin adapter with the same small contract:
     Make arrays (or dicts/lists/tuples of them) cheap to hand to tasks: sent
     to the workers once per run, tasks carry handles.
 ``map_unordered(func, tasks)``
-    Yield ``func(task)`` for each task as it finishes, in any order.
+    Yield ``func(task)`` for each task as it finishes, in any order; given a
+    deque, also the tasks added to it meanwhile (a scheduler session).
 ``worker_ids()``
     Ids of the workers, for ``Task.where`` (a task that must run on the
     worker holding its data); local engines have the single id ``"local"``.
+``release_state(token)``
+    Drop what tasks kept in the workers for one fit (:mod:`._worker_state`).
 ``close()``
     Release what ``share`` made.
+
+Dask and ipyparallel derive from :class:`~._engine_base.RemoteEngine`, which
+owns batching, placeholders, the BLAS limit and the retry settings; the
+death counts are :class:`~._deaths.Deaths`, the same rule on every engine.
 """
 
 from joblib.parallel import BACKENDS, get_active_backend

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._tempfiles import make_file, remove
 from ._batching import Batches
-from ._tasks import LostTask
+from ._deaths import Deaths
 
 #: Seconds between two looks at the futures (Ctrl-C is seen within this).
 POLL_SECONDS = 0.2
@@ -58,7 +58,8 @@ class FuturesRun:
         self.max_retries = max_retries
         self.processes = processes
         self.running = {}  # future -> [(index, task)]
-        self.suspects, self.attempts = [], {}  # (index, task); id(task) -> deaths
+        self.suspects = []  # (index, task): run alone, one at a time
+        self.deaths = Deaths(max_retries)
         self.trial = None
         self.n_indexed = 0
         self.executor = None
@@ -147,10 +148,9 @@ class FuturesRun:
 
     def _suspect(self, index, task, crash):
         """A task that was running when a worker died: run alone, or given up."""
-        deaths = self.attempts.get(id(task), 0) + 1
-        self.attempts[id(task)] = deaths
-        if deaths > self.max_retries:
-            yield LostTask(task=task, reason=_describe(crash), attempts=deaths)
+        self.deaths.note(task)
+        if self.deaths.exhausted(task):
+            yield self.deaths.give_up(task, _describe(crash))
         else:
             self.suspects.append((self._next_index(), task))
 

@@ -31,6 +31,7 @@ Engines die, hang or lag; every wait here is bounded:
 """
 
 import dataclasses
+from functools import partial
 import logging
 import os
 import pickle
@@ -38,9 +39,9 @@ import socket
 import time
 import traceback
 
-from threadpoolctl import threadpool_limits
 
 from .._optional import import_optional
+from ._engine_base import Placeholder, RemoteEngine, resolve, run_unit
 from ._worker_state import release
 
 logger = logging.getLogger("parml")
@@ -96,14 +97,6 @@ def client_kwargs(backend):
     return kwargs
 
 
-class _Shared:
-    """A placeholder for one value pushed by an :class:`IPyParallelEngine`."""
-
-    def __init__(self, name, key):
-        self.name = name
-        self.key = key
-
-
 class RemoteTraceback(Exception):
     """The traceback of an error raised on an engine (the cause of the re-raised error)."""
 
@@ -119,7 +112,7 @@ class _Raised:
         self.text = text
 
 
-class IPyParallelEngine:
+class IPyParallelEngine(RemoteEngine):
     """Runs tasks on the engines of an ipyparallel cluster.
 
     Parameters
@@ -143,8 +136,6 @@ class IPyParallelEngine:
         the :class:`~._run.Scheduler`); the engine itself is left alone.
     """
 
-    uses_processes = False
-    uses_threads = False
     #: Tasks run in other processes, maybe on other machines: ``timeout``
     #: abandons a task, it does not stop it.
     remote = True
@@ -328,7 +319,7 @@ class IPyParallelEngine:
         self._targets = sorted(set(pushed) - set(newcomers))
         if newcomers:
             self._targets = sorted(set(self._targets) | set(self._blas_limits(newcomers)))
-        return {key: _Shared(name, key) for key in data}
+        return {key: Placeholder(name, key) for key in data}
 
     def _refresh_targets(self):
         """Drop dead engines; push the shared data to engines that joined since.
@@ -538,32 +529,21 @@ def _process_alive(pid):
         return False
 
 
-def _resolve(value, shared):
-    """``value`` with placeholders swapped for the pushed values (in dicts, lists)."""
-    if isinstance(value, _Shared):
-        return shared[value.name][value.key]
-    if isinstance(value, dict):
-        return {k: _resolve(v, shared) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_resolve(v, shared) for v in value)
-    return value
-
-
 def _run_with_shared(func, task, limits, names, *values):
     """On an engine: resolve the shared data, limit BLAS, run; capture a raised error."""
-    with threadpool_limits(limits=limits.get(socket.gethostname(), 1)):
-        return _run_one(func, task, dict(zip(names, values)))
+    return _run_batch(func, [task], limits, names, *values)[0]
 
 
 def _run_batch(func, tasks, limits, names, *values):
     """On an engine: run a batch of tasks in turn (BLAS limited once); their results."""
     shared = dict(zip(names, values))
-    with threadpool_limits(limits=limits.get(socket.gethostname(), 1)):
-        return [_run_one(func, task, shared) for task in tasks]
+    return run_unit(partial(_run_one, func, shared=shared), tasks,
+                    limits.get(socket.gethostname(), 1))
 
 
 def _run_one(func, task, shared):
-    task = dataclasses.replace(task, kwargs=_resolve(task.kwargs, shared))
+    kwargs = resolve(task.kwargs, lambda placeholder: shared[placeholder.slot][placeholder.name])
+    task = dataclasses.replace(task, kwargs=kwargs)
     try:
         return func(task)
     except Exception as exc:

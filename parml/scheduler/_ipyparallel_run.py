@@ -11,7 +11,7 @@ import queue
 import time
 from typing import Any, Optional
 
-from ._batching import Batches, Singles
+from ._deaths import Deaths
 from ._ipyparallel import (
     WORKER_TIMEOUT, RemoteTraceback, _engine_failure, _msg_id, _Raised, ipyparallel_errors,
 )
@@ -62,11 +62,11 @@ class IPyParallelRun:
     def __init__(self, engine, func, tasks):
         self.engine, self.client, self.func = engine, engine.client, func
         self.lateness = Lateness(getattr(engine, "timeout", None))
-        kind = Batches if self.lateness.timeout is None else Singles
-        self.batches = kind(tasks, engine.n_workers)
+        self.batches = engine.units(tasks)  # with timeout=, one task per unit
         self.pending = {}  # msg id -> _Unit
         self.finished = queue.SimpleQueue()
-        self.done, self.deaths = set(), {}  # ids of the tasks yielded; deaths per task
+        self.done = set()  # ids of the tasks yielded
+        self.deaths = Deaths(engine.max_retries)
         self.n_resubmits = 0
         self.stall = StallReport(time.monotonic())
         self.last_look = float("-inf")
@@ -180,7 +180,7 @@ class IPyParallelRun:
             twin.twin = None  # the other copy goes on; a death alone still counts
             if cause == "EngineError" and len(unit.tasks) == 1:
                 task = unit.tasks[0]
-                self.deaths[id(task)] = self.deaths.get(id(task), 0) + 1
+                self.deaths.note(task)
                 self.spares.replace({self._engine_of(unit)} | self.engine._gone())
             return
         if cause == "EngineError":
@@ -193,13 +193,13 @@ class IPyParallelRun:
                 again.append(task)  # stranded on engines that died before it started
                 continue
             alone = len(unit.tasks) == 1 and self._engine_of(unit) is not None
-            n = self.deaths[id(task)] = self.deaths.get(id(task), 0) + alone
+            n = self.deaths.note(task, int(alone))
             last = len(self.engine._live_targets()) < 2 and not self.spares.possible
-            if n > self.engine.max_retries or (n and last):
+            if self.deaths.exhausted(task) or (n and last):
                 self.done.add(id(task))
-                why = ("" if n > self.engine.max_retries else
+                why = ("" if self.deaths.exhausted(task) else
                        "; not run again on the last engine left, which gets no replacement")
-                yield LostTask(task=task, reason=f"EngineError: {error}{why}", attempts=n)
+                yield self.deaths.give_up(task, f"EngineError: {error}{why}")
                 continue
             self.suspects.append(task)
         self._resend(again, error)
@@ -225,7 +225,7 @@ class IPyParallelRun:
             if len(unit.tasks) == 1 and self.lateness.timed_out(running):
                 yield from self._time_out(unit)
             elif (unit.twin is None and not unit.copy
-                  and not any(id(task) in self.deaths for task in unit.tasks)
+                  and not any(task in self.deaths for task in unit.tasks)
                   and self.lateness.is_late(running, len(unit.tasks))):
                 self._speculate(unit, running)
         self._check_hogged(now)

@@ -11,6 +11,7 @@ from joblib.parallel import BACKENDS, get_active_backend
 from threadpoolctl import ThreadpoolController
 
 from .._tempfiles import make_file, remove
+from ._engine_base import Engine
 from ._futures_run import FuturesRun
 from ._local_pool import get_executor
 from ._sharing import MemmapStore
@@ -20,7 +21,7 @@ from ._worker_state import release, release_on_each
 _PROCESS_BACKENDS = ("loky", "multiprocessing")
 
 
-class LocalEngine:
+class LocalEngine(Engine):
     """Runs tasks through :class:`joblib.Parallel` on a joblib backend.
 
     Parameters
@@ -120,6 +121,11 @@ class LocalEngine:
             self._active_backend(), BACKENDS["threading"]
         )
 
+    @property
+    def supports_timeout(self):
+        """Whether ``timeout=`` can stop a task: not in a thread."""
+        return not self.uses_threads
+
     def inner_threads(self):
         """BLAS/OpenMP threads each worker may use: ``cpu_count // n_workers``."""
         return max(1, (os.cpu_count() or 1) // self.n_workers)
@@ -142,10 +148,11 @@ class LocalEngine:
         if n_workers == 1:
             yield from _inline(func, queue)
         elif isinstance(self._active_backend(), BACKENDS["loky"]):
-            self._pool_size = n_workers
+            self._pool_size = None  # a run stopped early stops the workers: nothing to release
             with self._config():
                 yield from FuturesRun(func, queue, n_workers, partial(get_executor, n_workers),
                                       max_retries=self.max_retries)
+            self._pool_size = n_workers
         elif self.uses_threads:
             # BLAS pools (OpenBLAS, MKL) are global to the process: limit them
             # once for the run. OpenMP limits are per thread: set them per task.

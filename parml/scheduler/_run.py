@@ -87,13 +87,13 @@ class Scheduler:
         self.n_cached = self.n_rerun = 0
         #: Names this scheduler's state in the workers (:mod:`._worker_state`).
         self.token = uuid.uuid4().hex
-        if timeout is not None and self.engine.uses_threads:
+        if timeout is not None and not self.engine.supports_timeout:
             raise ValueError(
                 f"timeout={timeout!r} needs worker processes or a remote engine: a "
                 "thread cannot be stopped. Use backend='loky' (or n_jobs=1, Dask, "
                 "ipyparallel), or timeout=None."
             )
-        self.remote = getattr(self.engine, "remote", False)
+        self.remote = self.engine.remote
         if self.remote:
             # a remote engine abandons a late task itself; its worker is left alone
             self.engine.timeout = timeout
@@ -120,6 +120,25 @@ class Scheduler:
     def worker_ids(self):
         """Ids of the engine's workers, for :attr:`Task.where`."""
         return self.engine.worker_ids()
+
+    @property
+    def n_workers(self):
+        """How many tasks the engine runs at once."""
+        return self.engine.n_workers
+
+    def place(self, collections):
+        """Keep distributed data where it lives; per collection, ``(handle, worker)`` per chunk.
+
+        For dask collections on the Dask engine (:meth:`DaskEngine.place`):
+        tasks carry the handles and run where the chunks are (``Task.where``).
+        """
+        place = getattr(self.engine, "place", None)
+        if place is None:
+            raise ValueError(
+                "Data that lives on a Dask cluster (dask collections) needs the Dask "
+                f"engine, not {type(self.engine).__name__}: use backend='dask' or pass "
+                "the Dask client as backend.")
+        return place(collections)
 
     def worker_group(self, n_workers=None, **options):
         """A group of long-lived workers of this scheduler's engine (see :mod:`._groups`)."""
