@@ -2,28 +2,30 @@
 parml against scikit-learn: the benchmark ratios
 ================================================
 
-The table in ``docs/benchmarks.md`` is written by
-``benchmarks/bench_model_selection.py``, which times parml and scikit-learn
-in the same run, on the same machine. This example reads the ratios from that
-table and draws them with :func:`parml.plot.speedup`: below 1, parml is faster.
+Every benchmark in ``benchmarks/`` times (or measures the memory of) parml
+and its reference in the same run, on the same machine, and leaves its
+headline ratios in ``benchmarks/results/*.json``: the warm searches of
+``docs/benchmarks.md``, the first call of a fresh interpreter
+(``docs/benchmarks-cold-start.md``), the memory of a large-data grid, the
+remote engines, the forests and SGD. This example reads them all and draws
+them with :func:`parml.plot.speedup`: below 1, parml is faster (or leaner).
 """
 
+import glob
+import json
 import os
-import re
 
 import matplotlib.pyplot as plt
 
 from parml import plot
 
 here = os.path.dirname(os.path.abspath(__file__)) if "__file__" in globals() else os.getcwd()
-table = os.path.join(here, "..", "docs", "benchmarks.md")
 ratios = {}
-with open(table) as file:
-    for line in file:
-        match = re.match(r"\| ([^|]+?) \| \d+ \| [\d.]+ \| [\d.]+ \| \*\*([\d.]+)\*\*", line)
-        if match:
-            ratios[match.group(1).split(" (")[0]] = float(match.group(2))
+for path in sorted(glob.glob(os.path.join(here, "..", "benchmarks", "results", "*.json"))):
+    with open(path) as file:
+        ratios.update(json.load(file)["ratios"])
 print(ratios)
 
-plot.speedup(ratios)
+ax = plot.speedup(ratios, reference="the reference")
+ax.figure.set_size_inches(8, 0.6 + 0.35 * len(ratios))
 plt.show()

@@ -114,12 +114,18 @@ def fit_and_score(
     start_time = time.time()
     X_train, y_train, X_test, y_test = split_data(estimator, data, split_idx)
     fit_error = None
+    restore = None
+    if not return_train_score and callback_ctx is None:
+        restore = skip_defensive_copy(estimator, X_train, data["X"])
     try:
         _fit(estimator, X_train, y_train, fit_params, callback_ctx, caller)
     except Exception:
         if error_score == "raise":
             raise
         fit_error = format_exc()
+    finally:
+        if restore:
+            estimator.set_params(**restore)
     fit_time = time.time() - start_time
     return scored_record(
         estimator, candidate_idx, split_idx, fit_time, fit_error,
@@ -128,6 +134,28 @@ def fit_and_score(
         return_estimator=return_estimator, error_score=error_score,
         verbose=verbose, progress=progress, parameters=parameters,
     )
+
+
+def skip_defensive_copy(estimator, X_train, X):
+    """Fit on the fit's own training fold without the estimator copying it first.
+
+    ``X_train`` was made for this fit alone (:func:`split_data`: a writable
+    dense array apart from ``X``, never a shared fold) and is not read
+    after the fit when no train score and no callback needs it. An
+    estimator with ``copy_X=True`` (scikit-learn's linear models) would
+    copy it before centring or scaling it; it is fitted with
+    ``copy_X=False`` instead, which saves that copy (the fold's size per
+    running fit) and gives the same model. Returns the parameters to set
+    back after the fit (``{"copy_X": True}``), or None when nothing was
+    changed.
+    """
+    if not (isinstance(X_train, np.ndarray) and X_train.flags.writeable
+            and not np.may_share_memory(X_train, X)):
+        return None
+    if estimator.get_params(deep=False).get("copy_X") is not True:
+        return None
+    estimator.set_params(copy_X=False)
+    return {"copy_X": True}
 
 
 def error_scores(scorer, error_score):

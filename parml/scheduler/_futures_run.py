@@ -161,8 +161,12 @@ class FuturesRun:
     def _abort(self):
         """Stop early (an error, Ctrl-C, the caller stopped): drop queued work, stop workers."""
         self.batches.clear()
-        for future in self.running:
-            future.cancel()
+        if not self.processes:
+            for future in self.running:
+                future.cancel()
+        # loky's own shutdown settles the futures of the workers it kills: a
+        # future cancelled here first would break its manager thread, and the
+        # workers would be left running
         if self.executor is not None and (self.running or not self.processes):
             _stop(self.executor, self.processes)
         self.running = {}
@@ -189,7 +193,8 @@ class _StartedBoard:
         self._board = np.memmap(self.path, dtype=np.uint8, mode="w+", shape=(size,))
 
     def started(self):
-        return set(np.flatnonzero(self._board).tolist())
+        """Indices of the tasks marked started (a copy: surviving workers may still write)."""
+        return set(np.flatnonzero(np.array(self._board)).tolist())
 
     def close(self):
         del self._board
