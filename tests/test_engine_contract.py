@@ -91,3 +91,16 @@ def test_deaths_give_a_task_up_past_max_retries():
     assert deaths.exhausted(task)
     lost = deaths.give_up(task, "it killed its worker")
     assert (lost.task, lost.attempts, lost.reason) == (task, 3, "it killed its worker")
+
+
+def test_a_named_backend_keeps_the_users_inner_thread_limit():
+    from joblib import parallel_config
+
+    from parml.scheduler._local_pool import worker_env
+
+    with parallel_config(backend="loky", inner_max_num_threads=3):
+        engine = LocalEngine("loky", n_jobs=2)
+        with engine._config():
+            assert worker_env(2)["OMP_NUM_THREADS"] == "3"
+    with LocalEngine("loky", n_jobs=2)._config():
+        assert worker_env(2)["OMP_NUM_THREADS"] != "3"

@@ -90,11 +90,21 @@ class LocalEngine(Engine):
 
     @contextmanager
     def _config(self):
+        """joblib's configuration with this engine's backend; the user's other settings kept.
+
+        An ``inner_max_num_threads`` set with :func:`joblib.parallel_config`
+        around the fit still applies when ``backend`` names a backend.
+        """
         if self.backend is None:
             yield
-        else:
-            with joblib.parallel_config(backend=self.backend):
-                yield
+            return
+        kwargs = {}
+        inner = getattr(get_active_backend()[0], "inner_max_num_threads", None)
+        if inner is not None and getattr(BACKENDS.get(self.backend),
+                                         "supports_inner_max_num_threads", False):
+            kwargs["inner_max_num_threads"] = inner
+        with joblib.parallel_config(backend=self.backend, **kwargs):
+            yield
 
     def _active_backend(self):
         with self._config():
