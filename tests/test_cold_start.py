@@ -259,3 +259,31 @@ def test_first_call_survives_a_dead_worker_and_a_timed_out_fit(how):
     assert lines[0] == "[False, False, True, False]"
     assert lines[1] == "{'c': 3}"
     assert time.time() - start < 60
+
+
+CAPTURED_STREAMS = """
+import io, sys
+class Captured(io.TextIOBase):  # as a Jupyter kernel's or sphinx-gallery's streams
+    def __init__(self):
+        self.text = []
+    def write(self, text):
+        self.text.append(text)
+        return len(text)
+    def fileno(self):
+        raise io.UnsupportedOperation("fileno")
+real = sys.stdout
+sys.stdout = sys.stderr = Captured()
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+from parml import ParallelGridSearchCV
+X, y = load_digits(return_X_y=True)
+search = ParallelGridSearchCV(SVC(), {{"C": [1, 10], "gamma": [1e-3, 1e-2]}}, cv=3,
+                              n_jobs=2).fit(X, y)
+real.write(repr(search.best_params_) + "\\n")
+"""
+
+
+def test_workers_get_real_streams_when_the_parent_captures_its_own():
+    result = _run(CAPTURED_STREAMS.format())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'C': 10, 'gamma': 0.001}"

@@ -137,3 +137,35 @@ def test_worker_state_is_released_when_the_scheduler_closes(backend):
             break
         time.sleep(0.2)
     assert all(token not in tokens for _, tokens in held), held
+
+
+class _DiesAtStart:
+    """An executor whose every future breaks, as a pool whose workers die at start-up."""
+
+    def submit(self, *args, **kwargs):
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        future = Future()
+        future.set_exception(BrokenProcessPool("a worker died at start-up"))
+        return future
+
+    def shutdown(self, wait=True, kill_workers=False):
+        pass
+
+
+def test_workers_that_die_before_any_task_are_a_clear_error_not_a_hang():
+    from collections import deque
+
+    from parml.scheduler._futures_run import FuturesRun
+
+    run = FuturesRun(execute_task, deque([_nap_task(i, 0.0) for i in range(4)]), 2,
+                     _DiesAtStart)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="died 3 times in a row before running any task"):
+        list(run)
+    assert time.monotonic() - start < 10
+
+
+def execute_task(task):
+    return task.func(**task.kwargs)

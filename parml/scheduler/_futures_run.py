@@ -27,6 +27,8 @@ from ._deaths import Deaths
 POLL_SECONDS = 0.2
 #: Seconds to wait for the futures of a broken pool to be settled.
 BROKEN_SECONDS = 60.0
+#: Pools in a row broken before any task started, before a run gives up.
+MAX_BARREN_CRASHES = 3
 #: Tasks a run can mark as started (the board is a sparse file: unused pages cost nothing).
 BOARD_SIZE = 1 << 24
 
@@ -62,6 +64,7 @@ class FuturesRun:
         self.deaths = Deaths(max_retries)
         self.trial = None
         self.n_indexed = 0
+        self.n_barren = 0  # pools broken in a row before a task started
         self.executor = None
         self.board = None
 
@@ -114,6 +117,7 @@ class FuturesRun:
         except BrokenExecutor as crash:
             yield from self._after_crash(unit, crash)
             return
+        self.n_barren = 0
         for _, value in results:
             self.batches.record(value)
             yield value
@@ -136,6 +140,7 @@ class FuturesRun:
                 f"{len(stuck)} tasks of a worker pool broken by a worker's death were "
                 f"not settled after {BROKEN_SECONDS:g} s; giving up ({_describe(crash)}).")
         started = self.board.started() if self.board is not None else set()
+        self._check_barren(broken, started, crash)
         requeue = []
         for index, task in (item for items in broken for item in items):
             if index in started:
@@ -145,6 +150,22 @@ class FuturesRun:
         self.batches.queue.extendleft(reversed(requeue))
         self.trial = None
         self.executor = self.new_executor()
+
+    def _check_barren(self, broken, started, crash):
+        """Give up when worker processes keep dying before they run any task.
+
+        Workers that die at start-up (a broken environment, an import that
+        crashes) would otherwise be replaced, and die, for ever.
+        """
+        if any(index in started for items in broken for index, _ in items):
+            self.n_barren = 0
+            return
+        self.n_barren += 1
+        if self.n_barren >= MAX_BARREN_CRASHES:
+            raise RuntimeError(
+                f"The worker processes died {self.n_barren} times in a row before running "
+                f"any task ({_describe(crash)}); giving up. They fail at start-up: try "
+                "n_jobs=1 or backend='threading' to see the error in this process.")
 
     def _suspect(self, index, task, crash):
         """A task that was running when a worker died: run alone, or given up."""

@@ -43,6 +43,7 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -406,8 +407,31 @@ class WarmProcess(ForkServerProcess):
         return WarmPopen(process_obj)
 
     def run(self):
+        real_stdio()
         apply_thread_env(self.env)
         super().run()
+
+
+def real_stdio():
+    """Give the worker the standard streams of a new process: files on descriptors 1 and 2.
+
+    The worker is a copy of its parent, whose ``sys.stdout``/``sys.stderr``
+    may be capture objects without a descriptor (a Jupyter kernel's streams,
+    sphinx-gallery's); loky's worker enables :mod:`faulthandler` on
+    ``sys.stderr``, which needs a real one.
+    """
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, f"__{name}__", None)
+        try:
+            usable = stream is not None and stream.fileno() == fd
+        except (OSError, ValueError, AttributeError):
+            usable = False
+        if not usable:
+            try:
+                stream = open(fd, "w", buffering=1, closefd=False)
+            except OSError:
+                stream = open(os.devnull, "w")
+        setattr(sys, name, stream)
 
 
 def apply_thread_env(env):
