@@ -169,3 +169,17 @@ def test_workers_that_die_before_any_task_are_a_clear_error_not_a_hang():
 
 def execute_task(task):
     return task.func(**task.kwargs)
+
+
+def test_tasks_submitted_one_after_another_all_come_back(backend):
+    # each task is freed once its record is out: a new task may get its id()
+    with Scheduler(backend=backend, n_jobs=2) as scheduler:
+        session = scheduler.session()
+        session.submit([Task(key=0, func=pow, kwargs={"base": 0, "exp": 2})])
+        seen = []
+        for record in session:
+            seen.append(record.key)
+            if record.key < 60:
+                session.submit([Task(key=record.key + 1, func=pow,
+                                     kwargs={"base": record.key + 1, "exp": 2})])
+    assert seen == list(range(61))

@@ -220,7 +220,7 @@ class DaskEngine(RemoteEngine):
     def release_state(self, token):
         """Drop the state kept for the fit ``token`` on every worker (not waited for)."""
         _distributed().fire_and_forget([
-            self.client.submit(release, token, key=f"parml-release-{token}-{i}", pure=False,
+            self.client.submit(release, token, key=f"release-parml-state-{token}-{i}", pure=False,
                                workers=[worker], allow_other_workers=False)
             for i, worker in enumerate(self.worker_ids())])
 

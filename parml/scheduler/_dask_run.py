@@ -217,7 +217,7 @@ class DaskRun:
         if n >= 2 and len(self.workers) < 2 <= self._most_workers:
             # it killed workers twice: the last one alive is kept for the others (a
             # task that died once may have lost its host, and the last worker runs it)
-            self.done.add(id(task))
+            self.done.add(task.uid)
             yield self.deaths.give_up(task, (
                 f"the Dask worker running it died {n} times; it was not sent to the "
                 f"last worker alive ({LAST_WORKER_GRACE:g} s without another)"))
@@ -268,9 +268,9 @@ class DaskRun:
                 yield from self._died(unit, list(starts))
                 continue
             for task in unit.tasks:
-                if id(task) in self.done:
+                if task.uid in self.done:
                     continue
-                if id(task) in self.suspected:
+                if task.uid in self.suspected:
                     self._suspect([task])
                 else:
                     self._resend([task])
@@ -284,7 +284,7 @@ class DaskRun:
         settled workers up to ``max_retries`` times; the tasks of a batch, or
         of a worker with several threads, are each tried alone.
         """
-        tasks = [t for t in unit.tasks if id(t) not in self.done]
+        tasks = [t for t in unit.tasks if t.uid not in self.done]
         alone = starts[-1].get("nthreads", 1) == 1 or unit in self._trials
         if len(unit.tasks) == 1 and tasks and alone:
             self.deaths.note(tasks[0])
@@ -293,14 +293,14 @@ class DaskRun:
             self._suspect(tasks)
 
     def _suspect(self, tasks):
-        self.suspected.update(id(t) for t in tasks)
+        self.suspected.update(t.uid for t in tasks)
         self.suspects.extend(tasks)
 
     def _retry_or_give_up(self, tasks, worker):
         """Tasks whose worker died while they ran: give up past ``max_retries`` deaths."""
         for task in tasks:
             if self.deaths.exhausted(task):
-                self.done.add(id(task))
+                self.done.add(task.uid)
                 yield self.deaths.give_up(task, (
                     f"the Dask worker running it died {self.deaths.count(task)} times "
                     f"(last {worker})"))
@@ -355,15 +355,15 @@ class DaskRun:
         else:  # lost, or cancelled by Dask: the shared data it needs was given up
             if outcome == "cancelled":
                 self.engine.refresh_shared()
-            self._resend([t for t in unit.tasks if id(t) not in self.done])
+            self._resend([t for t in unit.tasks if t.uid not in self.done])
 
     def _accept(self, unit, value):
         self.stall.progress(time.monotonic())
         self.probes.note_served(unit.worker)
         for task, result in zip(unit.tasks, value if len(unit.tasks) > 1 else [value]):
-            if id(task) in self.done:
+            if task.uid in self.done:
                 continue
-            self.done.add(id(task))
+            self.done.add(task.uid)
             if hasattr(result, "start") and hasattr(result, "end"):
                 self.lateness.record(result.end - result.start)
                 self.batches.record(result)
@@ -373,7 +373,7 @@ class DaskRun:
         """A unit came back with an error: raise it, or send its tasks again."""
         if type(error).__name__ != "KilledWorker":
             raise error  # a Python error in a task: never retried
-        tasks = [t for t in unit.tasks if id(t) not in self.done]
+        tasks = [t for t in unit.tasks if t.uid not in self.done]
         if error.task != unit.name:
             # the unit's input (the shared data) was given up by Dask
             self.engine.refresh_shared()
@@ -399,7 +399,7 @@ class DaskRun:
             if running is not None and len(unit.tasks) == 1 \
                     and self.lateness.timed_out(running):
                 yield from self._abandon(unit)
-            elif unit.twin is None and not self.suspected & {id(t) for t in unit.tasks} \
+            elif unit.twin is None and not self.suspected & {t.uid for t in unit.tasks} \
                     and self.lateness.is_late(
                     quiet if running is None else running, len(unit.tasks)):
                 self._speculate(unit, running)
@@ -415,8 +415,8 @@ class DaskRun:
         if unit.twin is not None:
             self._forget(unit.twin)
         task = unit.tasks[0]
-        if id(task) not in self.done:
-            self.done.add(id(task))
+        if task.uid not in self.done:
+            self.done.add(task.uid)
             yield LostTask(task=task, attempts=1,
                            reason=timeout_reason(self.lateness.timeout))
 

@@ -22,16 +22,16 @@ class Deaths:
 
     def __init__(self, max_retries):
         self.max_retries = max_retries
-        self._counts = {}  # id(task) -> deaths
+        self._counts = {}  # Task.uid -> deaths
 
     def count(self, task):
         """Deaths counted against ``task`` so far."""
-        return self._counts.get(id(task), 0)
+        return self._counts.get(task.uid, 0)
 
     def note(self, task, n=1):
         """Count ``n`` more deaths against ``task``; the new count."""
-        self._counts[id(task)] = self.count(task) + n
-        return self._counts[id(task)]
+        self._counts[task.uid] = self.count(task) + n
+        return self._counts[task.uid]
 
     def exhausted(self, task):
         """Whether ``task`` died more than ``max_retries`` times: give it up."""
@@ -42,4 +42,4 @@ class Deaths:
         return LostTask(task=task, reason=reason, attempts=self.count(task))
 
     def __contains__(self, task):
-        return id(task) in self._counts
+        return task.uid in self._counts

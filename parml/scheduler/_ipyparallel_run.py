@@ -155,11 +155,11 @@ class IPyParallelRun:
     def _accept(self, unit, value):
         self.stall.progress(time.monotonic())
         for task, item in zip(unit.tasks, value if len(unit.tasks) > 1 else [value]):
-            if id(task) in self.done:
+            if task.uid in self.done:
                 continue
             if isinstance(item, _Raised):
                 raise item.error from RemoteTraceback(item.text)
-            self.done.add(id(task))
+            self.done.add(task.uid)
             if hasattr(item, "start") and hasattr(item, "end"):
                 self.lateness.record(item.end - item.start)
             self.batches.record(item)
@@ -187,7 +187,7 @@ class IPyParallelRun:
             self.spares.replace({self._engine_of(unit)} | self.engine._gone())
         again = []
         for task in unit.tasks:
-            if id(task) in self.done:
+            if task.uid in self.done:
                 continue
             if cause != "EngineError":
                 again.append(task)  # stranded on engines that died before it started
@@ -196,7 +196,7 @@ class IPyParallelRun:
             n = self.deaths.note(task, int(alone))
             last = len(self.engine._live_targets()) < 2 and not self.spares.possible
             if self.deaths.exhausted(task) or (n and last):
-                self.done.add(id(task))
+                self.done.add(task.uid)
                 why = ("" if self.deaths.exhausted(task) else
                        "; not run again on the last engine left, which gets no replacement")
                 yield self.deaths.give_up(task, f"EngineError: {error}{why}")
@@ -254,9 +254,9 @@ class IPyParallelRun:
     def _time_out(self, unit):
         task = unit.tasks[0]
         self._forget(unit, unit.twin)
-        if id(task) in self.done:
+        if task.uid in self.done:
             return
-        self.done.add(id(task))
+        self.done.add(task.uid)
         self.stall.progress(time.monotonic())
         logger.warning("parml: task %r ran longer than timeout=%s s on ipyparallel engine %s; "
                        "it is abandoned (the engine finishes it, its result is ignored).",

@@ -1,5 +1,6 @@
 """The task model: a keyed unit of work and the record the scheduler returns."""
 
+import itertools
 import os
 import signal
 import socket
@@ -8,6 +9,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional
+
+
+_UIDS = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class Task:
     #: store is not used but run again (e.g. a failed fit, whose failure may
     #: have passed). None: a stored value is always used.
     rerun_stored: Optional[Callable] = None
+    #: Unique in this process (copies made with :func:`dataclasses.replace`
+    #: keep it): what engines' runs count deaths and finished tasks by. Not
+    #: ``id(task)``, which a new task may reuse once a finished one is freed.
+    uid: int = field(default_factory=lambda: next(_UIDS), compare=False, repr=False)
 
 
 _TIMEOUT = "it ran longer than timeout="
