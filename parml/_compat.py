@@ -6,7 +6,8 @@ data, indexing fit parameters per split, scoring with ``error_score`` handling,
 resolving the scorers and routing fit parameters of a search, declaring
 parameter constraints, and driving a search's ``_run_search`` hook as
 ``BaseSearchCV.fit`` does, including the hooks successive halving relies on
-(``_check_input_parameters``, ``_n_samples_orig``, ``_select_best_index``).
+(``_check_input_parameters``, ``_n_samples_orig``, ``_select_best_index``,
+``_generate_candidate_params``).
 scikit-learn's halving searches are experimental: they are imported here from
 their module, without ``enable_halving_search_cv`` (which would add them to
 ``sklearn.model_selection`` for the whole process), so that parml's users need
@@ -18,6 +19,7 @@ silently changing parml's results.
 
 import inspect
 
+import sklearn
 from sklearn.base import _fit_context
 from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection._search_successive_halving import (  # experimental API
@@ -52,6 +54,7 @@ __all__ = [
     "callback_api",
     "check_input_parameters",
     "has_callbacks",
+    "inconsistent_splits_message",
     "init_callback_context",
     "check_method_params",
     "check_sample_weight",
@@ -170,6 +173,24 @@ def set_n_samples_orig(search, X):
     search._n_samples_orig = _num_samples(X)
 
 
+#: ``(major, minor)`` of the installed scikit-learn.
+SKLEARN_VERSION = tuple(int(part) for part in sklearn.__version__.split(".")[:2])
+
+
+def inconsistent_splits_message(n_expected, n_got):
+    """scikit-learn's error when ``cv.split`` gives another number of splits than
+    ``cv.get_n_splits``, in the wording of the installed release.
+
+    scikit-learn 1.9 words it "return", earlier releases "returned"; code that
+    matches the message of the scikit-learn it runs on finds it either way.
+    """
+    verb = "return" if SKLEARN_VERSION >= (1, 9) else "returned"
+    return (
+        f"cv.split and cv.get_n_splits {verb} inconsistent results. "
+        f"Expected {n_expected} splits, got {n_got}"
+    )
+
+
 def best_index_hook(search):
     """``search._select_best_index(refit, refit_metric, results)``, or None.
 
@@ -177,3 +198,13 @@ def best_index_hook(search):
     halving searches override it to pick among the last iteration only.
     """
     return getattr(search, "_select_best_index", None)
+
+
+def halving_candidates(search):
+    """The candidates of a halving search, as its ``_run_search`` lists them.
+
+    ``_generate_candidate_params`` is how scikit-learn's halving searches
+    give their grid (or their random draw, for ``random_state``) to their
+    rung loop; the asynchronous mode starts from the same list.
+    """
+    return list(search._generate_candidate_params())

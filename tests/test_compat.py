@@ -12,7 +12,7 @@ from sklearn.datasets import load_iris
 from sklearn.exceptions import FitFailedWarning  # noqa: F401  (public, used by parml)
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import check_scoring
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, ParameterGrid, ParameterSampler
 from sklearn.svm import SVC
 
 from parml import _compat
@@ -231,3 +231,16 @@ def test_best_index_hook_picks_halvings_best_of_the_last_iteration():
     assert grid_hook(True, "score", results) == 0
     assert grid_hook(lambda r: 1, "score", results) == 1
     assert _compat.best_index_hook(object()) is None
+
+
+def test_halving_candidates_are_the_grid_or_the_draw_of_sklearns_halving():
+    from sklearn.svm import SVC
+
+    grid = {"C": [1, 10], "gamma": [0.1, 1]}
+    search = _compat.HalvingGridSearchCV(SVC(), grid)
+    assert _compat.halving_candidates(search) == list(ParameterGrid(grid))
+    draw = _compat.HalvingRandomSearchCV(SVC(), {"C": [1, 2, 3, 4, 5]}, n_candidates=3,
+                                         random_state=0)
+    draw.n_candidates_ = 3  # set by scikit-learn's _run_search before it draws
+    assert _compat.halving_candidates(draw) == list(
+        ParameterSampler({"C": [1, 2, 3, 4, 5]}, 3, random_state=0))

@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 
 from parml import ParallelGridSearchCV, cross_val_parallel
+from parml.scheduler._worker_state import held_tokens
 
 
 class RecordingCallback:
@@ -162,4 +163,4 @@ def test_fits_of_a_split_index_once_and_each_gets_writable_folds(engine, monkeyp
         assert len(made) == 3, "fits of a split share the indexing of X"
     else:
         assert len(made) < 18, "fits of a split share the indexing of X"
-    assert not _fit_and_score._FOLDS, "fold data is dropped when the fit ends"
+    assert not held_tokens(), "fold data is dropped when the fit ends"

@@ -1,7 +1,6 @@
 """The unit of work of every search and cross-validation: fit on a split, score it."""
 
 import copy
-import threading
 import time
 from collections import OrderedDict
 from functools import partial
@@ -15,6 +14,7 @@ from sklearn.base import clone
 from sklearn.utils import get_tags
 
 from .. import _compat
+from ..scheduler import fit_state, state_lock
 from ..scheduler._tasks import lost_task_message
 
 
@@ -208,9 +208,6 @@ def scored_record(estimator, candidate_idx, split_idx, fit_time, fit_error, trai
     )
 
 
-#: Fold data kept per worker process: the splits used last, most recent last.
-_FOLDS = OrderedDict()
-_FOLDS_LOCK = threading.Lock()
 #: How many splits' fold data a worker keeps. Tasks are dispatched split by
 #: split, so one is enough; a worker drops it before making the next split's,
 #: so it never holds two.
@@ -219,33 +216,6 @@ MAX_CACHED_SPLITS = 1
 #: in scikit-learn. (Shared folds must be read-only, and estimators that need
 #: writable input then copy them again, which costs more memory than it saves.)
 MAX_CACHED_FOLD_BYTES = 16 * 2**20
-#: Seconds without a fit after which a worker drops its fold data.
-FOLD_IDLE_SECONDS = 2.0
-_LAST_USE = [0.0]
-_JANITOR = []
-
-
-def forget_folds():
-    """Drop the fold data this process keeps."""
-    with _FOLDS_LOCK:
-        _FOLDS.clear()
-
-
-def _janitor():
-    while True:
-        time.sleep(FOLD_IDLE_SECONDS / 2)
-        if _FOLDS and time.monotonic() - _LAST_USE[0] > FOLD_IDLE_SECONDS:
-            forget_folds()
-
-
-def _note_use():
-    # An idle worker (the pool is kept for the next fit) must not hold a
-    # split's data: a janitor thread forgets it once no fit asked for a while.
-    _LAST_USE[0] = time.monotonic()
-    if not _JANITOR:
-        thread = threading.Thread(target=_janitor, name="parml-fold-janitor", daemon=True)
-        thread.start()
-        _JANITOR.append(thread)
 
 
 def split_data(estimator, data, split_idx):
@@ -255,31 +225,32 @@ def split_data(estimator, data, split_idx):
     an estimator (or a user's pipeline step) may write into its input. Small
     folds (up to ``MAX_CACHED_FOLD_BYTES``) are made once per worker and kept
     read-only; each fit gets a copy of them, which costs a memory copy instead
-    of indexing X again for each of many small fits. Larger folds are made per
-    fit. Data without a ``"token"`` (one-off use) is split directly.
+    of indexing X again for each of many small fits; they are state of the
+    fit (``data["fit"]``, the scheduler's token, see
+    :func:`parml.scheduler.fit_state`), released on every worker when the
+    fit ends. Larger folds are made per fit. Data without a ``"token"``
+    (one-off use) is split directly.
     """
     X, y = data["X"], data["y"]
     train, test = data["splits"][split_idx]
-    token = data.get("token")
-    key = (token, split_idx, get_tags(estimator).input_tags.pairwise)
-    if token is None:
+    token, fit = data.get("token"), data.get("fit")
+    if token is None or fit is None:
         return _make_folds(estimator, X, y, train, test)
-    with _FOLDS_LOCK:  # held while making folds: threads of a worker make each once
-        _note_use()
-        if key in _FOLDS:
-            _FOLDS.move_to_end(key)
-            return private_copies(_FOLDS[key])
-        for stale in [k for k in _FOLDS if k[0] != token]:
-            del _FOLDS[stale]  # a new fit: forget the folds of earlier ones
-        while len(_FOLDS) >= MAX_CACHED_SPLITS:
-            _FOLDS.popitem(last=False)  # before making the next: never two at once
+    key = (token, split_idx, get_tags(estimator).input_tags.pairwise)
+    with state_lock():  # held while making folds: threads of a worker make each once
+        kept = fit_state(fit).setdefault("folds", OrderedDict())
+        if key in kept:
+            kept.move_to_end(key)
+            return private_copies(kept[key])
+        while len(kept) >= MAX_CACHED_SPLITS:
+            kept.popitem(last=False)  # before making the next: never two at once
         folds = _make_folds(estimator, X, y, train, test)
         if sum(getattr(part, "nbytes", 0) for part in folds) > MAX_CACHED_FOLD_BYTES:
             return folds
         for array in folds:
             if isinstance(array, np.ndarray):
                 array.setflags(write=False)
-        _FOLDS[key] = folds
+        kept[key] = folds
         return private_copies(folds)
 
 

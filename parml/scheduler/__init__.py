@@ -10,6 +10,7 @@ from ._run import Scheduler
 from ._session import Session
 from ._store import StoreWarning, store_folder
 from ._tasks import LostTask, Task, TaskRecord, WorkerLostError
+from ._worker_state import fit_state, state_lock
 
 __all__ = [
     "LostTask",
@@ -20,7 +21,9 @@ __all__ = [
     "TaskRecord",
     "WorkerLostError",
     "check_backend",
+    "fit_state",
     "is_dask_backend",
     "store_folder",
+    "state_lock",
     "valid_backends",
 ]

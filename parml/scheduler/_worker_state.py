@@ -18,7 +18,7 @@ import time
 GATHER_SECONDS = 2.0
 
 _STATE = {}  # token -> dict, in this process
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()
 
 
 def fit_state(token):
@@ -33,7 +33,7 @@ def fit_state(token):
 
 
 def state_lock():
-    """The lock that guards the state (threads of one worker share it)."""
+    """The lock that guards the state (threads of one worker share it; re-entrant)."""
     return _LOCK
 
 
