@@ -21,7 +21,9 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PLOT = os.path.join(HERE, "..", "docs", "_static", "benchmark-ratios.png")
-BENCHMARKS = ["model_selection", "memory", "engines", "forest", "sgd"]
+BENCHMARKS = ["model_selection", "cold_start", "memory", "engines", "forest", "sgd", "halving"]
+#: Scripts that follow a benchmark and read its results (not timed themselves).
+FOLLOW_UPS = {"halving": ["sim_halving.py"]}
 
 
 def collect_ratios():
@@ -59,6 +61,9 @@ def main():
                 continue
             print(f"== {name}", flush=True)
             subprocess.run([sys.executable, script], cwd=HERE, check=True)
+            for follow_up in FOLLOW_UPS.get(name, []):
+                subprocess.run([sys.executable, os.path.join(HERE, follow_up)], cwd=HERE,
+                               check=True)
     draw(collect_ratios())
 
 

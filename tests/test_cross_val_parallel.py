@@ -4,7 +4,9 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn
 from sklearn.datasets import load_diabetes, load_iris, make_classification
+from sklearn.exceptions import UnsetMetadataPassedError
 from sklearn.linear_model import Lasso, LogisticRegression
 from sklearn.model_selection import GroupKFold, cross_validate
 
@@ -82,3 +84,70 @@ def test_bad_input_names_the_parameter():
         cross_val_parallel(LogisticRegression(), X, y, backend="gpu")
     with pytest.raises(ValueError, match="X and y must have the same number of samples"):
         cross_val_parallel(LogisticRegression(), X, y[:-1])
+
+
+def test_groups_with_routing_enabled_raises_as_cross_validate():
+    X, y = load_iris(return_X_y=True)
+    messages = []
+    with sklearn.config_context(enable_metadata_routing=True):
+        for func in (cross_val_parallel, cross_validate):
+            with pytest.raises(ValueError, match="`groups` can only be passed if") as info:
+                func(LogisticRegression(), X, y, groups=np.arange(len(y)) % 3)
+            messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+def test_unrequested_metadata_message_names_the_function_as_cross_validate():
+    X, y = load_iris(return_X_y=True)
+    messages = []
+    with sklearn.config_context(enable_metadata_routing=True):
+        for func in (cross_val_parallel, cross_validate):
+            with pytest.raises(UnsetMetadataPassedError) as info:
+                func(LogisticRegression(), X, y, params={"sample_weight": np.ones(len(y))})
+            messages.append(str(info.value))
+    ours, theirs = messages
+    assert "for LogisticRegression.fit, which is used within cross_val_parallel. " in ours
+    if "which is used within cross_validate. " in theirs:  # older releases word their own
+        assert ours == theirs.replace("cross_validate", "cross_val_parallel")
+
+
+def _recorded(registry):
+    """Every record of the registry's objects, ``(method, metadata)``, whoever the caller.
+
+    The recorder names the method and its caller from the Python stack; the
+    caller is left out, as its name is the function's.
+    """
+    records = []
+    for obj in registry:
+        for method, by_caller in getattr(obj, "_records", {}).items():
+            records += [(method, {k: np.asarray(v).tolist() for k, v in record.items()})
+                        for records_of_caller in by_caller.values()
+                        for record in records_of_caller]
+    return sorted(records, key=repr)
+
+
+def test_metadata_routed_as_cross_validate():
+    # scikit-learn's test_validation_functions_routing, comparing the records of
+    # both functions (its own check also needs scikit-learn's function name).
+    routing = pytest.importorskip("sklearn.tests.metadata_routing_common")
+    X, y = make_classification(n_samples=60, random_state=0)
+    rng = np.random.RandomState(0)
+    params = {name: rng.rand(len(y)) for name in
+              ("score_weights", "score_metadata", "split_metadata", "fit_sample_weight",
+               "fit_metadata")}
+    params["split_groups"] = rng.randint(0, 3, len(y))
+    recorded = []
+    for func in (cross_val_parallel, cross_validate):
+        registries = [routing._Registry() for _ in range(3)]
+        with sklearn.config_context(enable_metadata_routing=True):
+            scorer = routing.ConsumingScorer(registry=registries[0]).set_score_request(
+                sample_weight="score_weights", metadata="score_metadata")
+            splitter = routing.ConsumingSplitter(registry=registries[1]).set_split_request(
+                groups="split_groups", metadata="split_metadata")
+            estimator = routing.ConsumingClassifier(registry=registries[2]).set_fit_request(
+                sample_weight="fit_sample_weight", metadata="fit_metadata")
+            func(estimator, X, y, cv=splitter, params=params,
+                 scoring={"mine": scorer, "accuracy": "accuracy"})
+        recorded.append([_recorded(registry) for registry in registries])
+    assert recorded[0] == recorded[1]
+    assert all(recorded[0])  # scorer, splitter and estimator recorded their metadata

@@ -70,6 +70,11 @@ INSTANCES += [
     ParallelHalvingRandomSearchCV(estimator, {name: [0.1, 1.0]}, cv=2, error_score="raise",
                                   random_state=0)
     for estimator, name in _HALVING_SEARCHED
+] + [  # the asynchronous mode, with one worker: its results do not depend on timing
+    ParallelHalvingGridSearchCV(estimator, {name: [0.1, 1.0]}, cv=2, error_score="raise",
+                                min_resources="smallest", random_state=0,
+                                asynchronous=True, n_jobs=1)
+    for estimator, name in _HALVING_SEARCHED[:2]
 ]
 
 

@@ -21,12 +21,7 @@ from sklearn.tree import DecisionTreeClassifier
 from _doubles import CountingClassifier, count_fits
 from _oracle import assert_same_search
 from parml import ParallelHalvingGridSearchCV, ParallelHalvingRandomSearchCV
-from test_run_search import (  # noqa: F401 (fixtures)
-    ENGINES,
-    Events,
-    dask_client,
-    ipyparallel_client,
-)
+from test_run_search import ENGINES, Events
 
 X, y = make_classification(n_samples=240, n_features=6, n_informative=4, n_classes=2,
                            random_state=0)
@@ -176,7 +171,7 @@ def test_memory_resumes_a_halving_search_without_fitting(tmp_path):
 # -- remote engines ---------------------------------------------------------------
 
 @pytest.mark.timeout(150)
-def test_halving_on_dask_equals_sklearn(dask_client):  # noqa: F811
+def test_halving_on_dask_equals_sklearn(dask_client):
     ours, theirs = both(ParallelHalvingGridSearchCV, "n_samples", SETTINGS["factor=3 smallest"],
                         dict(backend=dask_client))
     assert_same_halving(ours, theirs)
@@ -184,7 +179,7 @@ def test_halving_on_dask_equals_sklearn(dask_client):  # noqa: F811
 
 
 @pytest.mark.timeout(150)
-def test_halving_on_ipyparallel_equals_sklearn(ipyparallel_client):  # noqa: F811
+def test_halving_on_ipyparallel_equals_sklearn(ipyparallel_client):
     ours, theirs = both(ParallelHalvingRandomSearchCV, "n_estimators",
                         SETTINGS["factor=2 exhaust"], dict(backend=ipyparallel_client))
     assert_same_halving(ours, theirs)
@@ -199,7 +194,7 @@ def test_params_and_clone_match_sklearn(cls):
     theirs_cls, searched = PAIRS[cls]
     ours = cls(DecisionTreeClassifier(), **searched, factor=2, memory="store")
     theirs = theirs_cls(DecisionTreeClassifier(), **searched, factor=2)
-    parml_only = {"backend", "progress", "memory", "max_retries", "timeout"}
+    parml_only = {"backend", "progress", "memory", "max_retries", "timeout", "asynchronous"}
     assert set(ours.get_params(deep=False)) == set(theirs.get_params(deep=False)) | parml_only
     clone_ = clone(ours).set_params(factor=4, max_retries=0)
     assert (clone_.factor, clone_.max_retries, clone_.memory) == (4, 0, "store")

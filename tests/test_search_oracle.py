@@ -14,7 +14,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_digits, load_iris, make_classification
 from sklearn.exceptions import FitFailedWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import GridSearchCV, GroupKFold, RandomizedSearchCV
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, RandomizedSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
@@ -190,3 +190,68 @@ def test_clone_params_and_pickle(tmp_path):
     joblib.dump(search, path)
     loaded = joblib.load(path)
     np.testing.assert_array_equal(loaded.predict(digits_X), search.predict(digits_X))
+
+
+def _callback_recorders():
+    """An in-process recording callback, and an auto-propagated one (scikit-learn >= 1.9)."""
+    try:
+        from sklearn import callback
+    except ImportError:
+        pytest.skip("scikit-learn's callback API is new in 1.9")
+
+    class Recorder:
+        def __init__(self):
+            self.events = []
+
+        def setup(self, estimator, context):
+            pass
+
+        def on_fit_task_begin(self, estimator, context, *, metadata=None):
+            self.events.append(("begin", context.task_name, tuple(sorted(metadata or {}))))
+
+        def on_fit_task_end(self, estimator, context, *, metadata=None):
+            self.events.append(("end", context.task_name, tuple(sorted(metadata or {}))))
+
+        def teardown(self, estimator, context):
+            pass
+
+    class PropagatedRecorder(Recorder, callback.AutoPropagatedCallback):
+        max_propagation_depth = None
+
+    return Recorder(), PropagatedRecorder()
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_callbacks_hooks_and_metadata_as_sklearn(refit):
+    # scikit-learn 1.9: the refit's on_fit_task_begin runs inside the propagation
+    # context (an auto-propagated callback is called once for it, by the refitted
+    # estimator), and the root, evaluation and refit tasks get the sample weight.
+    X, y = make_classification(n_samples=90, random_state=0)
+    weight = np.linspace(0.5, 2.0, 90)
+    events = []
+    for cls in (ParallelGridSearchCV, GridSearchCV):
+        callbacks = _callback_recorders()
+        cls(LogisticRegression(max_iter=50), {"C": [0.1, 1.0]}, cv=2, refit=refit,
+            n_jobs=1).set_callbacks(*callbacks).fit(X, y, sample_weight=weight)
+        events.append([sorted(c.events) for c in callbacks])
+    assert events[0] == events[1]
+    flat, propagated = events[1]
+    assert len(propagated) > len(flat)  # the inner estimator's tasks were propagated
+    weighted = {task for _, task, metadata in flat if metadata == ("sample_weight",)}
+    assert weighted == {"fit", "candidate-split-evaluation"} | (
+        {"refit-with-best-params"} if refit else set())
+
+
+def test_inconsistent_splits_message_as_sklearn():
+    class BrokenKFold(KFold):
+        def get_n_splits(self, *args, **kwargs):
+            return 1
+
+    X, y = load_diabetes(return_X_y=True)
+    messages = []
+    for cls in (ParallelRandomizedSearchCV, RandomizedSearchCV):
+        search = cls(Ridge(), {"alpha": [1e-3, 1e-2, 1e-1]}, cv=BrokenKFold(n_splits=3))
+        with pytest.raises(ValueError, match="inconsistent results") as info:
+            search.fit(X[:100], y[:100])
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]

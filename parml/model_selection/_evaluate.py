@@ -48,7 +48,7 @@ class CandidateEvaluator:
         self.search = search
         self.setup = setup
         self.scheduler = scheduler
-        self.planner = TaskPlanner(search, setup, scheduler.engine.n_workers)
+        self.planner = TaskPlanner(search, setup, scheduler.n_workers)
         self.candidate_params, self.task_records, self._records = [], [], []
         self._more_results = defaultdict(list)
         self.results = None
@@ -136,8 +136,7 @@ class CandidateEvaluator:
         splits = list(cv.split(setup.X, setup.y, **setup.routed.splitter.split))
         if len(splits) != self.search.n_splits_:
             raise ValueError(
-                "cv.split and cv.get_n_splits return inconsistent results. "
-                f"Expected {self.search.n_splits_} splits, got {len(splits)}"
+                _compat.inconsistent_splits_message(self.search.n_splits_, len(splits))
             )
         return splits
 
@@ -157,6 +156,7 @@ class CandidateEvaluator:
                 return data
         data = dict(self._xy, splits=self.scheduler.share({"splits": splits})["splits"])
         data["token"] = uuid.uuid4().hex  # names these fold data in the workers
+        data["fit"] = self.scheduler.token  # whose state they are (released at the end)
         self._shared_splits.append((splits, data))
         return data
 

@@ -8,13 +8,19 @@ unchanged, so they evaluate the same candidates on the same resources and give
 the same ``cv_results_``; each rung is one ``evaluate_candidates`` call, its
 fits run as tasks of the scheduler opened once for the whole ``fit``. This is
 the synchronous mode: a rung starts when the one before it has finished.
+With ``asynchronous=True`` the rungs run as ASHA instead (see
+:mod:`._halving_async`): promotions as results arrive, no rung barrier.
 """
 
 import numpy as np
 
 from .. import _compat
 from .._live_backend import PortableBackendMixin
+from ._halving_async import search_asynchronously
 from ._search import PARALLEL_CONSTRAINTS, ParallelSearchMixin
+
+#: Constraints of the halving searches' own parml parameters.
+HALVING_CONSTRAINTS = {"asynchronous": ["boolean"]}
 
 __all__ = ["ParallelHalvingGridSearchCV", "ParallelHalvingRandomSearchCV"]
 
@@ -53,6 +59,12 @@ class ParallelHalvingMixin(ParallelSearchMixin):
         super().fit(X, y, **params)
         self.best_score_ = self.cv_results_["mean_test_score"][self.best_index_]
         return self
+
+    def _search(self, setup, root_ctx):
+        """The rungs: scikit-learn's loop (synchronous), or ASHA with ``asynchronous=True``."""
+        if not self.asynchronous:
+            return super()._search(setup, root_ctx)
+        return search_asynchronously(self, setup)
 
 
 _SHARED_PARAMETERS = """
@@ -99,6 +111,18 @@ _SHARED_PARAMETERS = """
         Runs of a fit whose worker died, before it is recorded as failed.
     timeout : float or None, default=None
         Seconds one fit may run before it is stopped and recorded as failed.
+    asynchronous : bool, default=False
+        False: scikit-learn's rungs, each started when the one before has
+        finished, and its ``cv_results_``. True: asynchronous successive
+        halving (ASHA): a candidate is promoted as soon as it ranks in the
+        best ``1 / factor`` of the candidates finished at its rung, so no
+        worker waits for a rung to fill; the rungs' resources and sizes and
+        the candidates are scikit-learn's, which candidates climb depends on
+        the order fits finish. With ``resource`` the parameter that an
+        ensemble's ``warm_start`` grows (``n_estimators`` of a forest,
+        boosting or bagging model, ``max_iter`` of histogram gradient
+        boosting), a promoted candidate continues from its fitted state.
+        ``cv_results_`` rows are grouped by rung, then ordered by candidate.
 """
 
 _SHARED_ATTRIBUTES = """
@@ -147,7 +171,8 @@ _SHARED_ATTRIBUTES = """
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit.
     trace_ : Trace (a list of dict)
-        Where and when each fit ran (see :class:`parml.tracing.Trace`).
+        Where and when each fit ran (see :class:`parml.tracing.Trace`); a
+        fit's rung is ``cv_results_["iter"][fit["candidate_idx"]]``.
 """
 
 
@@ -199,6 +224,7 @@ class ParallelHalvingGridSearchCV(PortableBackendMixin, ParallelHalvingMixin,
     _parameter_constraints = {
         **_compat.HalvingGridSearchCV._parameter_constraints,
         **PARALLEL_CONSTRAINTS,
+        **HALVING_CONSTRAINTS,
     }
     _grid_param_name = "param_grid"
 
@@ -225,6 +251,7 @@ class ParallelHalvingGridSearchCV(PortableBackendMixin, ParallelHalvingMixin,
         memory=None,
         max_retries=2,
         timeout=None,
+        asynchronous=False,
     ):
         super().__init__(
             estimator,
@@ -248,6 +275,7 @@ class ParallelHalvingGridSearchCV(PortableBackendMixin, ParallelHalvingMixin,
         self.memory = memory
         self.max_retries = max_retries
         self.timeout = timeout
+        self.asynchronous = asynchronous
 
 
 class ParallelHalvingRandomSearchCV(PortableBackendMixin, ParallelHalvingMixin,
@@ -301,6 +329,7 @@ class ParallelHalvingRandomSearchCV(PortableBackendMixin, ParallelHalvingMixin,
     _parameter_constraints = {
         **_compat.HalvingRandomSearchCV._parameter_constraints,
         **PARALLEL_CONSTRAINTS,
+        **HALVING_CONSTRAINTS,
     }
     _grid_param_name = "param_distributions"
 
@@ -328,6 +357,7 @@ class ParallelHalvingRandomSearchCV(PortableBackendMixin, ParallelHalvingMixin,
         memory=None,
         max_retries=2,
         timeout=None,
+        asynchronous=False,
     ):
         super().__init__(
             estimator,
@@ -352,3 +382,4 @@ class ParallelHalvingRandomSearchCV(PortableBackendMixin, ParallelHalvingMixin,
         self.memory = memory
         self.max_retries = max_retries
         self.timeout = timeout
+        self.asynchronous = asynchronous

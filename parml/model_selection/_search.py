@@ -23,7 +23,6 @@ from ..scheduler import Scheduler, check_backend
 from ..tracing import logger
 from ._checks import check_consistent_length, check_refit_for_multimetric
 from ._evaluate import CandidateEvaluator
-from ._fit_and_score import forget_folds
 from ._planning import SearchSetup
 
 #: Constraints parml adds to (or tightens in) scikit-learn's search constraints.
@@ -70,12 +69,12 @@ class ParallelSearchMixin:
             Instance of fitted estimator.
         """
         check_backend(self.backend)
-        setup = self._setup(X, y, params)
-        root_ctx = self._begin_callbacks(setup)
+        setup, metadata = self._setup(X, y, params)
+        root_ctx = self._begin_callbacks(setup, metadata)
         evaluated = self._search(setup, root_ctx)
         self._select_best(evaluated, setup)
         if self.refit:
-            self._refit(setup, root_ctx)
+            self._refit(setup, root_ctx, metadata)
         self.scorer_ = (
             _compat.scorer_dict(setup.scorers)
             if _compat.is_multimetric_scorer(setup.scorers)
@@ -83,11 +82,17 @@ class ParallelSearchMixin:
         )
         self.cv_results_ = evaluated.results
         if root_ctx is not None:
-            root_ctx.call_on_fit_task_end(estimator=self, X=X, y=y, metadata=None)
+            root_ctx.call_on_fit_task_end(estimator=self, X=setup.X, y=setup.y,
+                                          metadata=metadata)
         return self
 
     # -- set up and search -----------------------------------------------------
     def _setup(self, X, y, params):
+        """The :class:`SearchSetup`, and the metadata that callbacks are given.
+
+        The metadata, as scikit-learn's: ``{"sample_weight": ...}`` when the
+        fit parameters have a sample weight, else None.
+        """
         scorers, refit_metric = _compat.search_scorers(self)
         check_consistent_length(X, y)
         X, y = indexable(X, y)
@@ -97,7 +102,9 @@ class ParallelSearchMixin:
         _compat.set_checked_cv(self, cv)
         _compat.check_input_parameters(self, X, y, routed.splitter.split)
         self.n_splits_ = cv.get_n_splits(X, y, **routed.splitter.split)
-        return SearchSetup(scorers, refit_metric, routed, X, y, cv)
+        sample_weight = params.get("sample_weight")
+        metadata = None if sample_weight is None else {"sample_weight": sample_weight}
+        return SearchSetup(scorers, refit_metric, routed, X, y, cv), metadata
 
     def _search(self, setup, root_ctx):
         """Open the scheduler (X and y shared once) and let ``_run_search`` evaluate.
@@ -119,7 +126,6 @@ class ParallelSearchMixin:
                 _compat.run_search(self, evaluate, root_ctx)
             finally:
                 evaluate.close()
-                forget_folds()  # fits that ran in this process (n_jobs=1, threads)
         if evaluate.results is None:
             raise ValueError(
                 f"{type(self).__name__}._run_search evaluated no candidates. It must call "
@@ -146,29 +152,38 @@ class ParallelSearchMixin:
             self.best_score_ = results[f"mean_test_{refit_metric}"][self.best_index_]
         self.best_params_ = results["params"][self.best_index_]
 
-    def _refit(self, setup, root_ctx):
+    def _refit(self, setup, root_ctx, metadata):
         self.best_estimator_ = clone(self.estimator).set_params(
             **clone(self.best_params_, safe=False)
         )
         args = (setup.X,) if setup.y is None else (setup.X, setup.y)
-        refit_ctx = None
-        if root_ctx is not None:
-            refit_ctx = root_ctx.subcontext(task_name="refit-with-best-params")
-            refit_ctx.call_on_fit_task_begin(estimator=self, X=setup.X, y=setup.y)
-        start = time.time()
-        if refit_ctx is None:
+        if root_ctx is None:
+            start = time.time()
             self.best_estimator_.fit(*args, **setup.routed.estimator.fit)
+            self.refit_time_ = time.time() - start
         else:
-            with refit_ctx.propagate_callback_context(self.best_estimator_):
-                self.best_estimator_.fit(*args, **setup.routed.estimator.fit)
-        self.refit_time_ = time.time() - start
+            self._refit_with_callbacks(setup, root_ctx, args, metadata)
         if hasattr(self.best_estimator_, "feature_names_in_"):
             self.feature_names_in_ = self.best_estimator_.feature_names_in_
-        if refit_ctx is not None:
-            refit_ctx.call_on_fit_task_end(estimator=self, X=setup.X, y=setup.y)
+
+    def _refit_with_callbacks(self, setup, root_ctx, args, metadata):
+        """The refit as scikit-learn's task ``refit-with-best-params`` (>= 1.9).
+
+        Its ``on_fit_task_begin`` is called inside the propagation context, so
+        that auto-propagated callbacks are called once, by the refitted
+        estimator's own root task (the same task); ``on_fit_task_end`` after.
+        """
+        refit_ctx = root_ctx.subcontext(task_name="refit-with-best-params")
+        hook_args = dict(estimator=self, X=setup.X, y=setup.y, metadata=metadata)
+        with refit_ctx.propagate_callback_context(self.best_estimator_):
+            refit_ctx.call_on_fit_task_begin(**hook_args)
+            start = time.time()
+            self.best_estimator_.fit(*args, **setup.routed.estimator.fit)
+            self.refit_time_ = time.time() - start
+        refit_ctx.call_on_fit_task_end(**hook_args)
 
     # -- callbacks (scikit-learn >= 1.9) --------------------------------------
-    def _begin_callbacks(self, setup):
+    def _begin_callbacks(self, setup, metadata):
         """The root callback context, as scikit-learn's ``fit`` makes it; None before 1.9.
 
         It is made whether or not callbacks are set: scikit-learn's
@@ -181,7 +196,9 @@ class ParallelSearchMixin:
         root = _compat.init_callback_context(
             self, max_subtasks=1 + (self.refit is not False)
         )
-        return root.call_on_fit_task_begin(estimator=self, X=setup.X, y=setup.y)
+        return root.call_on_fit_task_begin(
+            estimator=self, X=setup.X, y=setup.y, metadata=metadata
+        )
 
 
 def _best_index(refit, refit_metric, results):

@@ -7,6 +7,7 @@ import joblib
 import numpy as np
 from sklearn import get_config
 from sklearn.base import is_classifier
+from sklearn.exceptions import UnsetMetadataPassedError
 from sklearn.metrics import check_scoring, get_scorer_names
 from sklearn.model_selection import check_cv
 from sklearn.utils import Bunch, indexable
@@ -163,6 +164,7 @@ def cross_val_parallel(
     array([0.332, 0.08 , 0.035])
     """
     check_backend(backend)
+    _check_groups_routing_disabled(groups)
     check_consistent_length(X, y)
     X, y = indexable(X, y)
     cv = check_cv(cv, y, classifier=is_classifier(estimator))
@@ -227,13 +229,6 @@ def _route(estimator, cv, scorers, groups, params):
             estimator=Bunch(fit=params),
             scorer=Bunch(score={}),
         )
-    if groups is not None:
-        raise ValueError(
-            "groups can only be passed if metadata routing is not enabled via "
-            "`sklearn.set_config(enable_metadata_routing=True)`. When routing is "
-            "enabled, pass `groups` alongside other metadata via the `params` "
-            "argument instead."
-        )
     router = (
         MetadataRouter(owner="cross_val_parallel")
         .add(splitter=cv, method_mapping=MethodMapping().add(caller="fit", callee="split"))
@@ -243,4 +238,23 @@ def _route(estimator, cv, scorers, groups, params):
         )
         .add(scorer=scorers, method_mapping=MethodMapping().add(caller="fit", callee="score"))
     )
-    return process_routing(router, "fit", **params)
+    try:
+        return process_routing(router, "fit", **params)
+    except UnsetMetadataPassedError as exc:
+        # As cross_validate: the user called cross_val_parallel, not its "fit".
+        raise UnsetMetadataPassedError(
+            message=str(exc).replace("cross_val_parallel.fit", "cross_val_parallel"),
+            unrequested_params=exc.unrequested_params,
+            routed_params=exc.routed_params,
+        ) from None
+
+
+def _check_groups_routing_disabled(groups):
+    """Raise if ``groups`` is passed while metadata routing is enabled, as scikit-learn."""
+    if groups is not None and get_config()["enable_metadata_routing"]:
+        raise ValueError(
+            "`groups` can only be passed if metadata routing is not enabled via"
+            " `sklearn.set_config(enable_metadata_routing=True)`. When routing is"
+            " enabled, pass `groups` alongside other metadata via the `params` argument"
+            " instead."
+        )
