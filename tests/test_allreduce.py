@@ -1,13 +1,24 @@
-"""AllReduce: tree arithmetic on hand-made inputs, and the traffic of each transport."""
+"""AllReduce: tree arithmetic on hand-made inputs, and the traffic of each transport.
+
+The transports run on worker groups of parml's scheduler: local processes and
+threads (:mod:`parml.allreduce._spmd`), Dask workers (:mod:`._graph`),
+ipyparallel engines and this process (:class:`._rounds.GatheredRounds`).
+"""
+
+import os
+import signal
+import time
 
 import numpy as np
 import pytest
 
 from parml import allreduce
 from parml.allreduce import average, children, combine, parent, spanning_tree, weighted
-from parml.allreduce._local import InProcessTransport, LocalTransport
+from parml.allreduce._graph import allreduce_futures
+from parml.allreduce._rounds import open_rounds
 from parml.allreduce._testing import ValueProgram
 from parml.allreduce._tree import tree_allreduce
+from parml.scheduler import Scheduler
 
 SLIDES = [2.0, 0.5, 1.1, 3.2, 0.9, 1.0]
 
@@ -81,30 +92,45 @@ def test_tree_equals_weighted_mean_on_structures(n, fanout):
         assert r["up"] <= fanout * (size + 8) and r["down"] == (size if rank else 0)
 
 
-def _check_rounds(transport, program, n, epochs=2, first=0):
+def _check_rounds(rounds, program, n, epochs=2, first=0):
     for epoch in range(first, first + epochs):
-        extras = transport.epoch(epoch)
+        extras = rounds.epoch(epoch)
         expected = average(combine(*(weighted(program.value(r, epoch), program.weights[r])
                                      for r in range(n))))
         assert extras["n"] == sum(program.weights)
         assert extras["seen"] == (0 if epoch == 0 else n)
-        got = transport.result()
+        got = rounds.result()
         np.testing.assert_allclose(got["w"], expected["w"], rtol=1e-12)
         np.testing.assert_allclose(got["b"], expected["b"], rtol=1e-12)
     return got
 
 
-@pytest.mark.parametrize("n, fanout", [(1, 2), (5, 2), (7, 3)])
-def test_local_transport_traffic_is_fanout_times_parameters(n, fanout):
+def _empty_shards(n):
+    return [(np.zeros((1, 1)), np.zeros(1))] * n
+
+
+def _reference(program, n, fanout, epochs=2):
+    with Scheduler(backend="sequential") as scheduler:
+        with scheduler.worker_group(n) as group:
+            assert group.kind == "inline"
+            shards = group.place(_empty_shards(n))
+            with open_rounds(group, shards, program, fanout) as rounds:
+                return _check_rounds(rounds, program, n, epochs)
+
+
+@pytest.mark.parametrize("backend", ["loky", "threading"])
+@pytest.mark.parametrize("n, fanout", [(2, 2), (5, 2), (7, 3)])
+def test_local_group_traffic_is_fanout_times_parameters(backend, n, fanout):
     size = 50_000  # 400 kB of parameters: message overhead is negligible
     program = ValueProgram(weights=range(1, n + 1), size=size)
-    shards = [(np.zeros((1, 1)), np.zeros(1))] * n
-    with LocalTransport(shards, program, fanout=fanout) as transport:
-        got = _check_rounds(transport, program, n)
-        traffic = transport.traffic()
-        client = list(transport.client_bytes)
-    with InProcessTransport(shards, program, fanout=fanout) as reference:
-        np.testing.assert_array_equal(_check_rounds(reference, program, n)["w"], got["w"])
+    with Scheduler(backend=backend, n_jobs=n) as scheduler:
+        with scheduler.worker_group(n) as group:
+            assert group.kind == ("processes" if backend == "loky" else "threads")
+            with open_rounds(group, group.place(_empty_shards(n)), program, fanout) as rounds:
+                got = _check_rounds(rounds, program, n)
+                traffic = rounds.traffic()
+                client = list(rounds.client_bytes)
+    np.testing.assert_array_equal(_reference(program, n, fanout)["w"], got["w"])
     param_bytes = 8 * (size + 1)
     overhead = 1_000
     for rank in range(n):
@@ -112,33 +138,50 @@ def test_local_transport_traffic_is_fanout_times_parameters(n, fanout):
         assert len(rounds) == 2
         kids = len(children(rank, n, fanout))
         for r in rounds:
-            assert r["up"] <= kids * param_bytes + overhead
-            assert r["up"] >= kids * param_bytes
+            assert kids * param_bytes <= r["up"] <= kids * param_bytes + overhead
             assert r["down"] <= (param_bytes + overhead if rank else 0)
     # the root got at most fanout pairs, the parent process one average, per round
     assert all(r["up"] <= fanout * param_bytes + overhead for r in traffic[0])
     assert all(c <= param_bytes + overhead for c in client)
 
 
-def test_local_transport_reports_worker_errors():
-    class Failing(ValueProgram):
-        def step(self, state, params, epoch):
-            if state["rank"] == 2:
-                raise ArithmeticError("node 2 failed")
-            return super().step(state, params, epoch)
+def test_one_node_runs_in_this_process():
+    program = ValueProgram(weights=[3], size=10)
+    with Scheduler(backend="loky", n_jobs=2) as scheduler:
+        with scheduler.worker_group(1) as group:
+            assert group.kind == "inline"
+            with open_rounds(group, group.place(_empty_shards(1)), program) as rounds:
+                _check_rounds(rounds, program, 1)
 
-    shards = [(np.zeros((1, 1)), np.zeros(1))] * 3
-    with pytest.raises(ArithmeticError, match="node 2 failed"):
-        with InProcessTransport(shards, Failing([1, 1, 1], 3)) as transport:
-            transport.epoch(0)
+
+class Failing(ValueProgram):
+    def step(self, state, params, epoch):
+        if state["rank"] == 2:
+            raise ArithmeticError("node 2 failed")
+        return super().step(state, params, epoch)
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading", "loky"])
+def test_a_node_error_is_raised_with_its_type(backend):
+    with Scheduler(backend=backend, n_jobs=3) as scheduler:
+        with scheduler.worker_group(3) as group:
+            with pytest.raises(ArithmeticError, match="node 2 failed"):
+                with open_rounds(group, group.place(_empty_shards(3)),
+                                 Failing([1, 1, 1], 3)) as rounds:
+                    rounds.epoch(0)
+            # the members are still there: the next run of the group works
+            program = ValueProgram(weights=[1, 2, 3], size=4)
+            with open_rounds(group, group.place(_empty_shards(3)), program) as rounds:
+                _check_rounds(rounds, program, 3)
 
 
 @pytest.fixture(scope="module")
-def cluster_client():
+def quiet_dask_client():
+    """A 3-worker LocalCluster without the active memory manager (it could drop
+    the copy a test looks for)."""
     distributed = pytest.importorskip("distributed")
     import dask
 
-    # no active memory manager: it could drop the copy a test looks for
     with dask.config.set({"distributed.scheduler.active-memory-manager.start": False}):
         cluster = distributed.LocalCluster(n_workers=3, threads_per_worker=1,
                                            processes=True, host="127.0.0.1",
@@ -150,49 +193,48 @@ def cluster_client():
 
 
 @pytest.mark.parametrize("fanout", [2, 3])
-def test_dask_allreduce_moves_values_worker_to_worker(cluster_client, fanout):
-    client = cluster_client
-    workers = sorted(client.scheduler_info()["workers"])
+def test_dask_allreduce_moves_values_worker_to_worker(quiet_dask_client, fanout):
+    client = quiet_dask_client
+    workers = sorted(client.nthreads())
     n, size = 7, 20_000
     values = [np.full(size, float(i)) for i in range(n)]
     futures = [client.scatter(v, workers=[workers[i % len(workers)]], hash=False)
                for i, v in enumerate(values)]
-    from parml.allreduce._dask import allreduce_futures
-
-    down, received = allreduce_futures(client, futures, weights=range(1, n + 1),
-                                       fanout=fanout)
     expected = np.average(values, axis=0, weights=range(1, n + 1))
-    results = client.gather(down)
+    with Scheduler(backend=client) as scheduler:
+        with scheduler.worker_group(n) as group:
+            down, received = allreduce_futures(group, group.adopt(futures),
+                                               weights=range(1, n + 1), fanout=fanout)
+            results = client.gather(down)
+            sizes = client.gather(received)
+            who = client.who_has(down)
     for result in results:
         np.testing.assert_allclose(result, expected, rtol=1e-12)
     # each node's average lives on that node's worker
-    who = client.who_has(down)
     for i, f in enumerate(down):
         assert workers[i % len(workers)] in who[f.key]
-    sizes = client.gather(received)
     for rank, got in enumerate(sizes):
         kids = len(children(rank, n, fanout))
         assert 8 * size * kids <= got <= kids * (8 * size + 1_000)
     public = allreduce(futures, weights=range(1, n + 1), fanout=fanout, client=client)
     np.testing.assert_allclose(public[3].result(), expected, rtol=1e-12)
+    assert client.who_has([public[3]])[public[3].key] == (workers[3 % len(workers)],)
 
 
-def test_dask_transport_rounds_and_client_traffic(cluster_client):
-    from parml.allreduce._dask import DaskTransport
-
-    client = cluster_client
+def test_dask_rounds_and_client_traffic(quiet_dask_client):
     n, size = 6, 50_000
     program = ValueProgram(weights=range(1, n + 1), size=size)
     rows = [np.array([i]) for i in range(n)]
     X, y = np.zeros((n, 1)), np.zeros(n)
-    transport = DaskTransport.scatter_rows(client, X, y, rows, program, fanout=2)
-    try:
-        transport.epoch(0)  # the client gets the extras only...
-        _check_rounds(transport, program, n, first=1)  # ...and the average when it asks
-        traffic = transport.traffic()
-        client_bytes = list(transport.client_bytes)
-    finally:
-        transport.close()
+    with Scheduler(backend=quiet_dask_client) as scheduler:
+        with scheduler.worker_group(n) as group:
+            assert group.kind == "dask" and group.moves_values
+            with open_rounds(group, group.place_rows((X, y), rows), program) as rounds:
+                rounds.epoch(0)  # the client gets the extras only...
+                got = _check_rounds(rounds, program, n, first=1)  # ...and the average
+                traffic = rounds.traffic()
+                client_bytes = list(rounds.client_bytes)
+    np.testing.assert_array_equal(got["w"], _reference(program, n, 2, epochs=3)["w"])
     param_bytes = 8 * (size + 1)
     for rank in range(n):
         kids = len(children(rank, n, 2))
@@ -204,18 +246,50 @@ def test_dask_transport_rounds_and_client_traffic(cluster_client):
     assert all(c <= param_bytes + 2_000 for c in client_bytes)
 
 
-def test_local_transport_dead_worker_is_a_clear_error():
-    import os
-    import signal
+def test_ipyparallel_rounds_add_the_pairs_in_the_client(ipyparallel_client):
+    n = 5
+    program = ValueProgram(weights=range(1, n + 1), size=1_000)
+    with Scheduler(backend=ipyparallel_client) as scheduler:
+        with scheduler.worker_group(n) as group:
+            assert group.kind == "ipyparallel" and not group.moves_values
+            shards = group.place(_empty_shards(n))
+            with open_rounds(group, shards, program) as rounds:
+                got = _check_rounds(rounds, program, n, epochs=3)
+    np.testing.assert_array_equal(got["w"], _reference(program, n, 2, epochs=3)["w"])
 
-    program = ValueProgram(weights=[1, 1, 1], size=10)
-    shards = [(np.zeros((1, 1)), np.zeros(1))] * 3
-    with LocalTransport(shards, program) as transport:
-        transport.epoch(0)
-        procs = list(transport._procs)
-        victim = procs[2]
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.join(timeout=10)
-        with pytest.raises(RuntimeError, match="parml-allreduce-2 died"):
-            transport.epoch(1)
-    assert not any(p.is_alive() for p in procs)  # no orphans left behind
+
+@pytest.mark.timeout(120)
+def test_a_member_process_killed_mid_run_is_a_clear_error_within_seconds():
+    class Slow(ValueProgram):
+        def step(self, state, params, epoch):
+            if epoch == 1:
+                time.sleep(60)  # the kill comes during this epoch
+            return super().step(state, params, epoch)
+
+    program = Slow(weights=[1, 1, 1], size=10)
+    with Scheduler(backend="loky", n_jobs=3) as scheduler:
+        group = scheduler.worker_group(3)
+        with group:
+            with pytest.raises(RuntimeError, match=r"Member 2 of the worker group \(process "
+                               r"\d+\) is gone"):
+                with open_rounds(group, group.place(_empty_shards(3)), program) as rounds:
+                    rounds.epoch(0)
+                    victim = group.pids[2]
+                    os.kill(victim, signal.SIGKILL)
+                    started = time.monotonic()
+                    try:
+                        rounds.epoch(1)
+                    finally:
+                        waited = time.monotonic() - started
+        assert waited < 10, f"the death was seen after {waited:.1f} s"
+    # the members that lived ended with the group: none is left running a task
+    deadline = time.monotonic() + 30
+    while not all(member.done() for member in group._members):
+        assert time.monotonic() < deadline, "members still running 30 s after the close"
+        time.sleep(0.05)
+    # the next fit gets a working pool
+    with Scheduler(backend="loky", n_jobs=3) as scheduler:
+        with scheduler.worker_group(3) as group:
+            program = ValueProgram(weights=[1, 1, 1], size=10)
+            with open_rounds(group, group.place(_empty_shards(3)), program) as rounds:
+                _check_rounds(rounds, program, 3)

@@ -1,4 +1,4 @@
-"""AveragedSGD: estimator checks, accuracy against single-process SGD, shards, errors."""
+"""AveragedSGD: estimator checks, accuracy against single-process SGD, shards, engines, errors."""
 
 
 import numpy as np
@@ -40,24 +40,26 @@ def big_problem():
 def test_accuracy_of_two_workers_matches_single_sgd_and_beats_one_shot(big_problem):
     X, y, X_test, y_test = big_problem
     epochs = 5
-    ours = AveragedSGD(n_workers=2, max_iter=epochs, tol=None, random_state=0).fit(X, y)
+    kw = dict(n_jobs=2, max_iter=epochs, tol=None, random_state=0)
+    ours = AveragedSGD(**kw).fit(X, y)  # threads of this process
     assert ours.n_workers_ == 2 and ours.n_iter_ == epochs
     single = SGDClassifier(max_iter=epochs, tol=None, random_state=0).fit(X, y)
     once = one_shot_mixing(X, y, 2, epochs, random_state=0)
     acc, acc_single, acc_once = (m.score(X_test, y_test) for m in (ours, single, once))
     assert acc >= acc_single - 0.005, (acc, acc_single)
     assert acc > acc_once, (acc, acc_once)
-    # the worker processes computed exactly what the in-process reference does
-    reference = AveragedSGD(n_workers=2, max_iter=epochs, tol=None, random_state=0,
-                            backend="sequential").fit(X, y)
-    np.testing.assert_array_equal(ours.coef_, reference.coef_)
-    np.testing.assert_array_equal(ours.intercept_, reference.intercept_)
+    # threads and worker processes computed exactly what the in-process reference does
+    reference = AveragedSGD(backend="sequential", **kw).fit(X, y)
+    processes = AveragedSGD(backend="loky", **kw).fit(X, y)
+    for model in (ours, processes):
+        np.testing.assert_array_equal(model.coef_, reference.coef_)
+        np.testing.assert_array_equal(model.intercept_, reference.intercept_)
 
 
 def test_tol_stops_like_sgd(big_problem):
     X, y, X_test, y_test = big_problem
     X, y = X[:40_000], y[:40_000]
-    model = AveragedSGD(n_workers=3, backend="loky", random_state=0).fit(X, y)
+    model = AveragedSGD(n_jobs=3, backend="loky", random_state=0).fit(X, y)
     assert 1 < model.n_iter_ < model.max_iter
     assert len(model.loss_curve_) == model.n_iter_ - 1
     assert model.score(X_test, y_test) > 0.75
@@ -68,7 +70,7 @@ def test_early_stopping_on_a_validation_score_like_sgd():
     # model's score on held-out rows of every shard stops improving by tol.
     X, y = make_classification(40_000, 20, random_state=0)
     wrapped = SGDClassifier(early_stopping=True, n_iter_no_change=3, random_state=0)
-    kw = dict(n_workers=2, max_iter=200, random_state=0)
+    kw = dict(n_jobs=2, max_iter=200, random_state=0)
     local = AveragedSGD(wrapped, backend="loky", **kw).fit(X, y)
     inline = AveragedSGD(wrapped, backend="sequential", **kw).fit(X, y)
     np.testing.assert_array_equal(local.coef_, inline.coef_)
@@ -90,7 +92,7 @@ def test_early_stopping_on_a_validation_score_like_sgd():
 
 def test_early_stopping_regressor_scores_r2():
     X, y = make_regression(20_000, 10, noise=5.0, random_state=0)
-    model = AveragedSGD(SGDRegressor(early_stopping=True), n_workers=2, max_iter=100,
+    model = AveragedSGD(SGDRegressor(early_stopping=True), n_jobs=2, max_iter=100,
                         backend="sequential", random_state=0).fit(X, y)
     assert model.n_iter_ < 100 and 0.95 < model.validation_scores_[-1] <= 1.0
 
@@ -99,7 +101,7 @@ def test_regressor_and_wrapped_classifiers():
     from sklearn.base import is_classifier, is_regressor
 
     X, y = make_regression(20_000, 20, noise=1.0, random_state=0)
-    model = AveragedSGD(SGDRegressor(), n_workers=2, max_iter=10, tol=None, random_state=0,
+    model = AveragedSGD(SGDRegressor(), n_jobs=2, max_iter=10, tol=None, random_state=0,
                         backend="loky").fit(X, y)
     single = SGDRegressor(max_iter=10, tol=None, random_state=0).fit(X, y)
     assert is_regressor(model) and not is_classifier(model)
@@ -108,7 +110,7 @@ def test_regressor_and_wrapped_classifiers():
 
     Xc, yc = make_classification(3000, 10, n_classes=3, n_informative=5, random_state=0)
     for est in [Perceptron(), SGDClassifier(loss="log_loss")]:
-        fitted = AveragedSGD(est, n_workers=2, max_iter=10, tol=None, random_state=0,
+        fitted = AveragedSGD(est, n_jobs=2, max_iter=10, tol=None, random_state=0,
                              backend="sequential").fit(Xc, yc)
         assert is_classifier(fitted)
         assert fitted.coef_.shape == (3, 10) and list(fitted.classes_) == [0, 1, 2]
@@ -134,24 +136,54 @@ def test_bad_estimators(estimator, error, match):
         AveragedSGD(est).fit(np.abs(X), y)
 
 
-def test_bad_worker_counts_and_shards():
-    X, y = make_classification(100, 5, random_state=0)
-    with pytest.raises(ValueError, match="n_workers <= 100"):
-        AveragedSGD(n_workers=101).fit(X, y)
+def test_n_jobs_has_joblib_meaning_and_small_data_gets_fewer_workers():
+    from joblib import cpu_count, parallel_config
+
+    X, y = make_classification(5_000, 5, random_state=0)
+    kw = dict(max_iter=2, tol=None, random_state=0)
+    assert AveragedSGD(**kw).fit(X, y).n_workers_ == 1  # None is 1, as for joblib
+    with parallel_config(n_jobs=2):
+        assert AveragedSGD(**kw).fit(X, y).n_workers_ == 2
+    assert AveragedSGD(n_jobs=-1, **kw).fit(X, y).n_workers_ == min(cpu_count(), 5)
+    assert AveragedSGD(n_jobs=4, **kw).fit(X, y).n_workers_ == 4
+    # at least 1,000 rows per worker
+    assert AveragedSGD(n_jobs=4, **kw).fit(X[:2_500], y[:2_500]).n_workers_ == 2
+    assert AveragedSGD(n_jobs=101, **kw).fit(X[:100], y[:100]).n_workers_ == 1
+    # every shard sees every class: no more workers than the rarest class has samples
     y_rare = y.copy()
     y_rare[:] = 0
     y_rare[:2] = 1
-    with pytest.raises(ValueError, match="n_workers <= 2"):
-        AveragedSGD(n_workers=3).fit(X, y_rare)
+    assert AveragedSGD(n_jobs=3, **kw).fit(X, y_rare).n_workers_ == 2
+    with pytest.raises(ValueError, match="n_jobs=0 has no meaning"):
+        AveragedSGD(n_jobs=0).fit(X, y)
+
+
+def test_n_workers_is_a_deprecated_alias_of_n_jobs():
+    X, y = make_classification(5_000, 5, random_state=0)
+    kw = dict(max_iter=3, tol=None, random_state=0, backend="sequential")
+    with pytest.warns(FutureWarning, match="'n_workers' .* deprecated .* use 'n_jobs'"):
+        old = AveragedSGD(n_workers=2, **kw).fit(X, y)
+    new = AveragedSGD(n_jobs=2, **kw).fit(X, y)
+    assert old.n_workers_ == new.n_workers_ == 2
+    np.testing.assert_array_equal(old.coef_, new.coef_)
+    with pytest.warns(FutureWarning, match="n_workers=None is n_jobs=-1"):
+        AveragedSGD(n_workers=None, **kw).fit(X, y)
+    with pytest.raises(ValueError, match="both set.*Set n_jobs only"):
+        AveragedSGD(n_workers=2, n_jobs=2).fit(X, y)
+    assert "n_jobs" in AveragedSGD().get_params()
+
+
+def test_bad_shards_and_backends():
+    X, y = make_classification(100, 5, random_state=0)
     # given shards: the second has no sample of class 1
     shards_X, shards_y = [X[:50], X[50:]], [y[:50], np.zeros(50, dtype=int)]
-    for backend in ["sequential", "loky"]:
+    for backend in ["sequential", "threading", "loky"]:
         with pytest.raises(ValueError, match="Shard 1 has no sample of class"):
             AveragedSGD(backend=backend).fit(shards_X, shards_y)
     with pytest.raises(ValueError, match="as many target arrays"):
         AveragedSGD().fit([X[:50], X[50:]], y)
-    with pytest.raises(ValueError, match="backend"):
-        AveragedSGD(backend="threading").fit(X, y)
+    with pytest.raises(ValueError, match="The 'backend' parameter must be .* got 'nope'"):
+        AveragedSGD(backend="nope").fit(X, y)
 
 
 def test_pipeline_and_parallel_grid_search():
@@ -163,12 +195,18 @@ def test_pipeline_and_parallel_grid_search():
     X, y = make_classification(2000, 10, random_state=0)
     pipe = make_pipeline(StandardScaler(), AveragedSGD(max_iter=10, tol=None, random_state=0))
     assert pipe.fit(X, y).score(X, y) > 0.8
-    search = ParallelGridSearchCV(
-        AveragedSGD(n_workers=2, max_iter=10, tol=None, random_state=0),
-        {"estimator": [SGDClassifier(alpha=1e-4), SGDClassifier(alpha=1e-2)]},
-        cv=2, n_jobs=2).fit(X, y)
+    X, y = make_classification(4_000, 10, random_state=0)
+    grid = {"estimator": [SGDClassifier(alpha=1e-4), SGDClassifier(alpha=1e-2)]}
+    kw = dict(max_iter=10, tol=None, random_state=0)
+    # fitted inside the search's worker processes: in that process, no nested pool
+    search = ParallelGridSearchCV(AveragedSGD(n_jobs=2, backend="loky", **kw), grid,
+                                  cv=2, n_jobs=2).fit(X, y)
     assert search.best_score_ > 0.8
     assert isinstance(search.best_estimator_, AveragedSGD)
+    inline = ParallelGridSearchCV(AveragedSGD(n_jobs=2, backend="sequential", **kw), grid,
+                                  cv=2).fit(X, y)
+    np.testing.assert_array_equal(search.cv_results_["mean_test_score"],
+                                  inline.cv_results_["mean_test_score"])
 
 
 def test_shards_given_as_a_list(tmp_path):
@@ -180,11 +218,11 @@ def test_shards_given_as_a_list(tmp_path):
     kw = dict(max_iter=5, tol=None, random_state=0)
     ours = AveragedSGD(backend="loky", **kw).fit(X_shards, y_shards)
     reference = AveragedSGD(backend="sequential", **kw).fit(X_shards, y_shards)
-    assert ours.n_workers_ == 2 and ours.n_features_in_ == 20
+    threads = AveragedSGD(backend="threading", n_jobs=5, **kw).fit(X_shards, y_shards)
+    assert ours.n_workers_ == threads.n_workers_ == 2 and ours.n_features_in_ == 20
     np.testing.assert_array_equal(ours.coef_, reference.coef_)
+    np.testing.assert_array_equal(threads.coef_, reference.coef_)
     assert ours.score(X, y) > 0.8
-    with pytest.raises(ValueError, match="leave n_workers=None"):
-        AveragedSGD(n_workers=3, **kw).fit(X_shards, y_shards)
 
 
 def test_dask_array_shards_stay_on_their_workers():
@@ -217,8 +255,8 @@ def test_dask_array_shards_stay_on_their_workers():
         reference = AveragedSGD(backend="sequential", **kw).fit(shards, labels)
         np.testing.assert_array_equal(ours.coef_, reference.coef_)
         # numpy data on the cluster: shards scattered once, same model as locally
-        on_dask = AveragedSGD(n_workers=2, backend=client, **kw).fit(X, y)
-        local = AveragedSGD(n_workers=2, backend="sequential", **kw).fit(X, y)
+        on_dask = AveragedSGD(n_jobs=2, backend=client, **kw).fit(X, y)
+        local = AveragedSGD(n_jobs=2, backend="sequential", **kw).fit(X, y)
         np.testing.assert_array_equal(on_dask.coef_, local.coef_)
         # a client opened from an address is closed, even when the fit fails early
 
@@ -226,9 +264,10 @@ def test_dask_array_shards_stay_on_their_workers():
             return len(dask_scheduler.clients)
 
         clients = client.run_on_scheduler(connected)
-        with pytest.raises(ValueError, match="n_workers=50000 is more than"):
-            AveragedSGD(n_workers=50_000, backend=cluster.scheduler_address).fit(X, y)
-        AveragedSGD(n_workers=2, backend=cluster.scheduler_address, **kw).fit(X, y)
+        with pytest.raises(ValueError, match="Shard 1 has no sample of class"):
+            AveragedSGD(backend=cluster.scheduler_address).fit(
+                [X[:50], X[50:100]], [y[:50], np.zeros(50, dtype=int)])
+        AveragedSGD(n_jobs=2, backend=cluster.scheduler_address, **kw).fit(X, y)
         assert client.run_on_scheduler(connected) == clients
     finally:
         client.close()

@@ -44,7 +44,7 @@ def make(name, backend):
                                           backend=backend)
     if name == "forest":
         return BaggedForest(n_estimators=4, random_state=0, backend=backend)
-    return AveragedSGD(n_workers=2, max_iter=3, tol=None, random_state=0, backend=backend)
+    return AveragedSGD(n_jobs=2, max_iter=3, tol=None, random_state=0, backend=backend)
 
 
 NAMES = ["grid", "random", "forest", "sgd"]
@@ -149,15 +149,6 @@ def cluster_pids(client):
     return set(client[:].apply_sync(os.getpid))
 
 
-def fit(name, engine, est):
-    """Fit ``est``; AveragedSGD has no ipyparallel transport: fit it in-process, then
-    give it the client (a fitted model may hold one, set later)."""
-    if name == "sgd" and engine == "ipyparallel":
-        client = est.backend
-        return est.set_params(backend="sequential").fit(X, y).set_params(backend=client)
-    return est.fit(X, y)
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_unfitted_estimator_pickles_copies_and_clones(name, live, tmp_path):
     client, saved = live
@@ -179,8 +170,7 @@ def test_unfitted_estimator_pickles_copies_and_clones(name, live, tmp_path):
 @pytest.mark.parametrize("name", NAMES)
 def test_fitted_estimator_saves_loads_and_refits_on_the_same_cluster(name, live, tmp_path):
     client, saved = live
-    engine = "dask" if saved.startswith("tcp://") else "ipyparallel"
-    est = fit(name, engine, make(name, client))
+    est = make(name, client).fit(X, y)
     assert est.backend is client
     assert engine_objects(est) == [], "no client or engine in the fitted state"
     expected = est.predict(X_test)
@@ -192,8 +182,6 @@ def test_fitted_estimator_saves_loads_and_refits_on_the_same_cluster(name, live,
     np.testing.assert_array_equal(est.predict(X_test), expected)
     twin = clone(est)
     assert twin.backend is client and not hasattr(twin, "n_features_in_")
-    if name == "sgd" and engine == "ipyparallel":
-        return  # AveragedSGD runs on Dask or local processes only: no refit on ipyparallel
     refitted = loaded["joblib"].fit(X, y)  # connects to the cluster from the string
     assert refitted.backend == saved
     np.testing.assert_array_equal(refitted.predict(X_test), expected)

@@ -8,10 +8,13 @@ flows back down, so every node ends with it. No node receives more than
 many nodes there are: the root is never flooded.
 
 The arithmetic (:func:`spanning_tree`, :func:`weighted`, :func:`combine`,
-:func:`average`) is kept apart from the transports that move the pairs:
-long-lived local processes joined by pipes, and tasks on Dask workers. All of
-them add the same pairs in the same order, so the result does not depend on
-the transport or on which worker finished first.
+:func:`average`) is kept apart from the transports that move the pairs. The
+workers are a *worker group* of the scheduler's engine
+(:meth:`parml.scheduler.Scheduler.worker_group`): local threads or the loky
+processes the searches use, joined by connections; Dask workers, the pairs
+moved worker to worker by tasks; ipyparallel engines, the pairs added in the
+client. All of them add the same pairs in the same order, so the result does
+not depend on the transport or on which worker finished first.
 """
 
 from ._tree import average, children, combine, parent, spanning_tree, weighted
@@ -46,8 +49,8 @@ def allreduce(values, weights=None, *, fanout=2, client=None):
     client : distributed.Client, default=None
         With futures as ``values``: the client of their cluster (default:
         the current client). The reduce steps run as tasks on the workers
-        holding the values, so values move worker to worker, never through
-        the client.
+        holding the values (a worker group of the scheduler's Dask engine),
+        so values move worker to worker, never through the client.
 
     Returns
     -------
@@ -79,10 +82,7 @@ def allreduce(values, weights=None, *, fanout=2, client=None):
     if not values:
         raise ValueError("allreduce needs at least one value.")
     if _are_futures(values):
-        from ._dask import _distributed, allreduce_futures
-
-        client = client if client is not None else _distributed().get_client()
-        return allreduce_futures(client, values, weights, fanout)[0]
+        return _allreduce_futures(values, weights, fanout, client)
     from ._tree import tree_allreduce
 
     return tree_allreduce(values, weights, fanout=fanout)[0]
@@ -90,3 +90,13 @@ def allreduce(values, weights=None, *, fanout=2, client=None):
 
 def _are_futures(values):
     return all(type(v).__name__ == "Future" and hasattr(v, "key") for v in values)
+
+
+def _allreduce_futures(futures, weights, fanout, client):
+    """The tree of reduce tasks on the workers holding ``futures`` (a Dask worker group)."""
+    from ..scheduler import Scheduler
+    from ._graph import allreduce_futures
+
+    with Scheduler(backend="dask" if client is None else client) as scheduler:
+        with scheduler.worker_group(len(futures)) as group:
+            return allreduce_futures(group, group.adopt(futures), weights, fanout)[0]

@@ -4,9 +4,11 @@ Iterative parameter mixing: ``k`` workers each hold one shard of the rows;
 every epoch each runs one pass of the wrapped estimator's ``partial_fit`` over
 its shard, starting from the current averaged parameters, and an AllReduce
 (:func:`parml.allreduce`) averages ``coef_`` and ``intercept_`` weighted by the
-shard sizes. This module plans shards and epochs and decides when to stop;
-what a worker does each epoch is in ``_epoch_program``, and how parameters
-move between workers is the business of ``parml.allreduce``.
+shard sizes. This module validates, opens a worker group of parml's scheduler
+(``Scheduler.worker_group``), runs the epochs and decides when to stop; how
+many shards and where they go is in ``_shards``, what a worker does each
+epoch in ``_epoch_program``, and how parameters move between workers is the
+business of ``parml.allreduce``.
 """
 
 import numbers
@@ -14,7 +16,7 @@ import time
 import warnings
 
 import numpy as np
-from scipy import sparse
+from joblib.parallel import BACKENDS, get_active_backend
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
@@ -22,18 +24,26 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._compat import HasMethods, Interval, fit_context
+from .._compat import HasMethods, Interval, StrOptions, fit_context
 from .._live_backend import PortableBackendMixin
-from ..allreduce import _engines
+from ..allreduce._rounds import open_rounds
+from ..scheduler import Scheduler, check_backend, is_dask_backend
+from ..scheduler._groups import group_size
 from ..scheduler._progress import tqdm_class
 from ._epoch_program import EpochProgram
+from ._shards import (
+    MIN_ROWS_PER_WORKER,
+    check_shard_list,
+    plan_arrays,
+    plan_dask,
+    plan_list,
+    shard_rows,
+    source_kind,
+)
 
-#: Below this many values (rows x features), ``backend=None`` stays in-process.
-IN_PROCESS_BELOW = 100_000
-#: ``n_workers=None`` gives each worker at least this many rows.
-MIN_ROWS_PER_WORKER = 1_000
+__all__ = ["AveragedSGD", "MIN_ROWS_PER_WORKER", "shard_rows"]  # the last two for tests
 
 
 def _estimator_has(attr):
@@ -47,28 +57,6 @@ def _estimator_has(attr):
 
 
 # --------------------------------------------------------------------------- #
-# Shards                                                                       #
-# --------------------------------------------------------------------------- #
-
-
-def shard_rows(y, n_shards, random_state, stratify):
-    """Row indices of each shard, sorted; classes dealt evenly when ``stratify``.
-
-    Rows are drawn at random (fixed by ``random_state``); with ``stratify``
-    each class is dealt round robin, so every shard gets its share of every
-    class (a class with at least ``n_shards`` samples reaches every shard).
-    """
-    n = len(y)
-    order = random_state.permutation(n)
-    if stratify:
-        _, codes = np.unique(y, return_inverse=True)
-        order = order[np.argsort(codes[order], kind="stable")]
-    owner = np.empty(n, dtype=np.intp)
-    owner[order] = np.arange(n) % n_shards
-    return [np.flatnonzero(owner == s) for s in range(n_shards)]
-
-
-# --------------------------------------------------------------------------- #
 # The estimator                                                                #
 # --------------------------------------------------------------------------- #
 
@@ -77,7 +65,7 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     """Linear model trained by SGD on data shards, averaged after every epoch.
 
     Iterative parameter mixing (as Vowpal Wabbit's AllReduce): the rows are
-    split into ``n_workers`` shards (stratified for classifiers, so every
+    split into one shard per worker (stratified for classifiers, so every
     shard sees every class). Each epoch, every worker makes one pass of the
     wrapped estimator's ``partial_fit`` over its shard, starting from the
     current averaged parameters; then :func:`parml.allreduce` averages
@@ -85,9 +73,12 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     epoch takes about ``1/k`` of a single-process epoch, at about the same
     accuracy.
 
-    Workers are long-lived processes that keep their shard (a read-only
-    memory map) across epochs; only the parameters move. On a Dask cluster
-    each shard lives on a worker and each epoch is a task there.
+    The workers are a worker group of parml's scheduler, on the same engine
+    as every other parml tool: each keeps its shard and its state for the
+    whole fit, and only the parameters move. Threads of this process by
+    default; with ``backend="loky"`` the loky processes the searches use,
+    started once per process and reused by every fit; on Dask the cluster's
+    workers, on ipyparallel its engines.
 
     Read more in the :doc:`user guide </averaged_sgd>`.
 
@@ -102,11 +93,16 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         parameters can be set or searched as ``estimator__<name>`` (e.g.
         ``estimator__alpha``) even when it is None: ``set_params`` then first
         sets ``estimator`` to a new ``SGDClassifier()``.
-    n_workers : int, default=None
-        Number of shards and workers. ``None``: the number of cores (the
-        number of Dask workers on a cluster), capped so each worker has at
-        least 1,000 rows and, for classifiers, every shard sees every class.
-        Given shards (a list, or a Dask array's blocks) set it themselves.
+    n_jobs : int, default=None
+        Number of workers, with joblib's meaning, as for every parml
+        estimator: None is 1 unless inside a :func:`joblib.parallel_config`
+        context that sets ``n_jobs``, -1 is all cores (on a Dask or
+        ipyparallel cluster, None and -1 are all its workers). One shard per
+        worker, fewer for small data: each shard gets at least 1,000 rows
+        and, for classifiers, every shard sees every class (``n_workers_``
+        says how many ran). Given shards (a list, or a dask array's blocks)
+        set the number of workers themselves.
+    max_iter : int, default=1000
     max_iter : int, default=1000
         Maximum number of epochs (passes over all the data).
     tol : float or None, default=1e-3
@@ -124,23 +120,32 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         Epochs without improvement before stopping.
     shuffle : bool, default=True
         Shuffle each shard before every pass (a new order each epoch).
-    backend : {None, "loky", "sequential", "dask"}, str address or \
-            distributed.Client, default=None
-        Where workers run. ``None``: local worker processes, or in this
-        process when the data has fewer than 100,000 values (rows x features)
-        or there is one worker, where processes would cost more than they
-        save; inside ``joblib.parallel_config("dask")`` the Dask cluster.
-        ``"loky"``: local worker processes (parml's own long-lived processes,
-        whatever the size). ``"sequential"``: every shard in this process, one
-        after the other (the same result, no parallelism). ``"dask"``, a
-        scheduler address or a ``Client``: a Dask cluster.
+    backend : str, distributed.Client, ipyparallel.Client or None, default=None
+        Where the workers run, with the meaning of every parml estimator
+        (see the engines guide). None follows :func:`joblib.parallel_config`
+        when it names a backend; otherwise threads of this process, as
+        scikit-learn's forests prefer: SGD's passes release the GIL, so
+        threads run them in parallel without starting processes or copying
+        shards. ``"threading"``: threads. ``"loky"`` (or ``"multiprocessing"``):
+        the local worker processes every parml tool shares, each shard written
+        once to a memory map they read. ``"sequential"``: every shard in this
+        process, one after the other (the same model, no parallelism).
+        ``"dask"``, a scheduler address or a ``distributed.Client``: the Dask
+        cluster's workers. ``"ipyparallel"`` (or its string forms) or an
+        ``ipyparallel.Client``: the cluster's engines. Fitted inside a worker
+        (a search with ``n_jobs > 1``), a local backend runs in that worker's
+        process, never a nested pool.
     random_state : int, RandomState instance or None, default=None
         Seeds the shard assignment and each worker's shuffling. A fixed value
-        gives the same model whatever the backend or scheduling order.
+        gives the same model, for the same number of workers, whatever the
+        backend or the order in which the workers finish.
     verbose : int, default=0
         Print the loss and time of each epoch.
     progress : bool, default=False
         Show a progress bar over epochs (``parml[progress]``).
+    n_workers : int or None
+        Deprecated alias of ``n_jobs`` (a FutureWarning says so; ``None``
+        there meant all cores, ``n_jobs=-1``). Use ``n_jobs``.
 
     Attributes
     ----------
@@ -156,7 +161,7 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     n_iter_ : int
         Epochs run.
     n_workers_ : int
-        Shards (workers) used.
+        Shards (workers) used: ``n_jobs``, fewer for small data.
     loss_curve_ : list of float
         Training loss of the averaged model after each epoch but the last
         (empty when ``tol=None``).
@@ -180,29 +185,31 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
     >>> from sklearn.datasets import make_classification
     >>> from parml import AveragedSGD
     >>> X, y = make_classification(2000, 20, random_state=0)
-    >>> model = AveragedSGD(n_workers=2, max_iter=5, tol=None, random_state=0)
+    >>> model = AveragedSGD(n_jobs=2, max_iter=5, tol=None, random_state=0)
     >>> model.fit(X, y).score(X, y) > 0.8
     True
     """
 
     _parameter_constraints = {
         "estimator": [None, HasMethods(["partial_fit", "fit"])],
-        "n_workers": [None, Interval(numbers.Integral, 1, None, closed="left")],
+        "n_jobs": [None, numbers.Integral],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [None, Interval(numbers.Real, None, None, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "shuffle": ["boolean"],
-        "backend": "no_validation",  # checked by parml.allreduce at fit
+        "backend": [str, None, object],  # checked by parml.scheduler at fit
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "progress": ["boolean"],
+        "n_workers": [None, Interval(numbers.Integral, 1, None, closed="left"),
+                      StrOptions({"deprecated"})],
     }
 
-    def __init__(self, estimator=None, *, n_workers=None, max_iter=1000, tol=1e-3,
+    def __init__(self, estimator=None, *, n_jobs=None, max_iter=1000, tol=1e-3,
                  n_iter_no_change=5, shuffle=True, backend=None, random_state=None,
-                 verbose=0, progress=False):
+                 verbose=0, progress=False, n_workers="deprecated"):
         self.estimator = estimator
-        self.n_workers = n_workers
+        self.n_jobs = n_jobs
         self.max_iter = max_iter
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
@@ -211,6 +218,7 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.progress = progress
+        self.n_workers = n_workers
 
     # -- type and tags follow the wrapped estimator ------------------------- #
 
@@ -305,108 +313,85 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         """
         template = self._check_estimator()
         is_classifier = self._is_classifier()
+        n_jobs = self._n_jobs()
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        source = _engines.source_kind(X)
-        backend = None
-        try:
+        source = source_kind(X)
+        X, y = self._checked_input(X, y, source, is_classifier)
+        with Scheduler(backend=self._engine_backend(source), n_jobs=n_jobs) as scheduler:
             if source == "arrays":
-                X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64,
-                                     order="C", y_numeric=not is_classifier)
-                if is_classifier:
-                    check_classification_targets(y)
-                classes = np.unique(y) if is_classifier else None
-                n_samples = X.shape[0]
-                if is_classifier and len(classes) < 2:
-                    raise ValueError(
-                        f"The number of classes has to be greater than one; got "
-                        f"{len(classes)} class. AveragedSGD needs samples of at least 2 "
-                        "classes.")
-                backend = _engines.resolve_backend(self.backend)
-                k = self._n_workers(n_samples, y if is_classifier else None, backend)
-                rows = shard_rows(y, k, rng, stratify=is_classifier)
-                in_process = backend == "sequential" or k == 1 or (
-                    self.backend is None and backend == "loky"
-                    and n_samples * X.shape[1] < IN_PROCESS_BELOW)
-                open_transport = lambda program: _engines.rows_transport(  # noqa: E731
-                    backend, X, y, rows, program, in_process=in_process)
+                plan = plan_arrays(X, y, group_size(scheduler.engine, n_jobs), rng,
+                                   is_classifier)
+            elif source == "list":
+                plan = plan_list(X, is_classifier)
             else:
-                shards, n_features = self._check_shards(X, y, source)
-                backend = _engines.resolve_backend(self.backend, default_dask=source == "dask")
-                open_transport, sizes, classes = _engines.shards_transport(
-                    backend, source, shards, is_classifier)
-                n_samples = int(sum(sizes))
-                if self.n_workers is not None and self.n_workers != len(sizes):
-                    raise ValueError(
-                        f"n_workers={self.n_workers} but {len(sizes)} shards were given; "
-                        "leave n_workers=None with shards.")
-                if is_classifier and len(classes) < 2:
-                    raise ValueError("The number of classes has to be greater than one; "
-                                     f"got {len(classes)} class.")
-                self.n_features_in_ = n_features
-                k = len(sizes)
-            validation = self._validation_fraction if self.tol is not None else None
-            program = EpochProgram(template, classes, seed, n_samples, self.tol is not None,
-                                   validation)
-            self._run(lambda: open_transport(program), k, template, classes, n_samples)
-        except BaseException:
-            if isinstance(backend, _engines._Dask):
-                backend.close()  # a client opened for this fit, from an address
-            raise
+                plan = plan_dask(X, y, is_classifier)
+            with scheduler.worker_group(plan.k) as group:
+                shards = plan.place(group)
+                validation = self._validation_fraction if self.tol is not None else None
+                program = EpochProgram(template, plan.classes, seed, plan.n_samples,
+                                       self.tol is not None, validation,
+                                       checked=source == "arrays")
+                with open_rounds(group, shards, program) as rounds:
+                    params = self._epochs(rounds, plan.k, plan.classes)
+        self._set_fitted(template, params, plan)
         return self
 
-    def _check_shards(self, X, y, source):
+    def _n_jobs(self):
+        """``n_jobs``, or the deprecated ``n_workers`` with a FutureWarning."""
+        if isinstance(self.n_workers, str) and self.n_workers == "deprecated":
+            n_jobs = self.n_jobs
+        elif self.n_jobs is not None:
+            raise ValueError(
+                f"n_workers={self.n_workers!r} and n_jobs={self.n_jobs!r} are both set; "
+                "n_workers is the deprecated alias of n_jobs. Set n_jobs only.")
+        else:
+            warnings.warn(
+                "The 'n_workers' parameter of AveragedSGD is deprecated and will be "
+                "removed; use 'n_jobs' (joblib's meaning: the number of workers, -1 for "
+                f"all cores). n_workers={self.n_workers!r} is n_jobs="
+                f"{-1 if self.n_workers is None else self.n_workers!r}.", FutureWarning)
+            n_jobs = -1 if self.n_workers is None else self.n_workers
+        if n_jobs == 0:
+            raise ValueError("n_jobs=0 has no meaning: use n_jobs=None (1 worker), a "
+                             "positive number of workers, or -1 for all cores.")
+        return n_jobs
+
+    def _engine_backend(self, source):
+        """The scheduler's ``backend``: this one, threads by default (see ``backend``)."""
+        backend = check_backend(self.backend)
+        if backend is None:
+            active = get_active_backend(prefer="threads")[0]
+            if type(active).__name__ == "DaskDistributedBackend":
+                return None  # the scheduler takes the parallel_config's client
+            if source == "dask":
+                return "dask"
+            return "threading" if isinstance(active, BACKENDS["threading"]) else None
+        if source == "dask" and not is_dask_backend(backend):
+            raise ValueError(
+                f"X is a dask array, whose blocks live on a Dask cluster, but "
+                f"backend={backend!r} does not run there. A dask array X needs a Dask "
+                "backend: backend=None with a running client, 'dask', an address or a "
+                "Client.")
+        return backend
+
+    def _checked_input(self, X, y, source, is_classifier):
+        """``(X, y)`` validated: arrays, a list of shards, or dask arrays."""
+        if source == "arrays":
+            X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64,
+                                 order="C", y_numeric=not is_classifier)
+            if is_classifier:
+                check_classification_targets(y)
+            return X, y
         if source == "dask":
             if X.ndim != 2 or y is None or getattr(y, "ndim", 0) != 1:
                 raise ValueError("With a dask array X (2-D), y must be a 1-D dask array.")
-            return (X, y), X.shape[1]
-        if not isinstance(y, (list, tuple)) or len(y) != len(X):
-            raise ValueError(
-                f"X is a list of {len(X)} shards; y must be a list of as many target "
-                "arrays, one per shard.")
-        is_classifier = self._is_classifier()
-        shards = []
-        for Xi, yi in zip(X, y):
-            if not (sparse.issparse(Xi) or (isinstance(Xi, np.ndarray)
-                                            and Xi.dtype == np.float64
-                                            and Xi.flags.c_contiguous)):
-                Xi = check_array(Xi, accept_sparse="csr", dtype=np.float64, order="C")
-            if sparse.issparse(Xi):
-                Xi = check_array(Xi, accept_sparse="csr", dtype=np.float64)
-            yi = column_or_1d(yi, warn=True)
-            if not is_classifier:
-                yi = yi.astype(np.float64, copy=False)
-            if Xi.ndim != 2 or Xi.shape[0] != len(yi) or Xi.shape[0] == 0:
-                raise ValueError("Each shard needs a non-empty 2-D X with one target "
-                                 f"per row; got X {Xi.shape} and y {yi.shape}.")
-            shards.append((Xi, yi))
-        n_features = {s[0].shape[1] for s in shards}
-        if len(n_features) != 1:
-            raise ValueError(f"All shards must have the same number of features; "
-                             f"got {sorted(n_features)}.")
-        return shards, n_features.pop()
-
-    def _n_workers(self, n_samples, y, backend):
-        if self.n_workers is not None:
-            k = self.n_workers
-            if k > n_samples:
-                raise ValueError(
-                    f"n_workers={k} is more than the {n_samples} samples; every worker "
-                    f"needs rows. Use n_workers <= {n_samples}.")
-            if y is not None:
-                labels, counts = np.unique(y, return_counts=True)
-                if counts.min() < k:
-                    rare = labels[np.argmin(counts)]
-                    raise ValueError(
-                        f"Class {rare!r} has only {counts.min()} samples, so some of the "
-                        f"{k} shards would miss it and every shard must see every "
-                        f"class. Use n_workers <= {counts.min()}, or n_workers=None.")
-            return k
-        cores = _engines.default_workers(backend)
-        k = min(cores, max(1, n_samples // MIN_ROWS_PER_WORKER))
-        if y is not None:
-            k = min(k, int(np.unique(y, return_counts=True)[1].min()))
-        return max(1, k)
+            self.n_features_in_ = X.shape[1]
+            return X, y
+        shards, self.n_features_in_ = check_shard_list(X, y, is_classifier)
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        return shards, None
 
     @staticmethod
     def _validation_score(extras, is_classifier):
@@ -420,50 +405,55 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         total = float(extras["val_c"]) - float(extras["val_b"]) ** 2 / n
         return 1.0 - float(extras["val_a"]) / total if total > 0 else 0.0
 
-    def _run(self, open_transport, k, template, classes, n_total):
+    def _epochs(self, rounds, k, classes):
+        """Run epochs until ``max_iter`` or the stopping criterion; the last average."""
         bar = _progress(self.progress, self.max_iter)
-        best, no_improvement = np.inf, 0
-        self.loss_curve_, self.epoch_times_ = [], []
-        self.validation_scores_ = []
-        epoch = 0
+        self._best, self._no_improvement = np.inf, 0
+        self.loss_curve_, self.epoch_times_, self.validation_scores_ = [], [], []
+        self.n_iter_ = 0
         try:
-            with open_transport() as transport:
-                for epoch in range(self.max_iter):
-                    start = time.perf_counter()
-                    extras = transport.epoch(epoch)
-                    self.epoch_times_.append(time.perf_counter() - start)
-                    bar.update(1)
-                    if self.verbose:
-                        print(f"-- Epoch {epoch + 1}, {k} workers, time "
-                              f"{self.epoch_times_[-1]:.3f} s", flush=True)
-                    if self.tol is None or epoch == 0:
-                        continue
-                    if self._validation_fraction is not None:
-                        # stop on the validation score, as sklearn's SGD with
-                        # early_stopping=True: its negative is minimised here
-                        score = self._validation_score(extras, classes is not None)
-                        self.validation_scores_.append(score)
-                        loss = -score
-                    else:
-                        loss = float(extras["loss"]) / float(extras["n"])
-                        self.loss_curve_.append(loss)
-                    if self.verbose:
-                        what = ("validation score" if self._validation_fraction is not None
-                                else "training loss")
-                        print(f"   {what} of the average after epoch {epoch}: "
-                              f"{abs(loss):.6f}", flush=True)
-                    if loss > best - self.tol:
-                        no_improvement += 1
-                    else:
-                        no_improvement = 0
-                    best = min(best, loss)
-                    if no_improvement >= self.n_iter_no_change:
-                        break
-                params = transport.result()
+            for epoch in range(self.max_iter):
+                start = time.perf_counter()
+                extras = rounds.epoch(epoch)
+                self.epoch_times_.append(time.perf_counter() - start)
+                self.n_iter_ = epoch + 1
+                bar.update(1)
+                if self.verbose:
+                    print(f"-- Epoch {epoch + 1}, {k} workers, time "
+                          f"{self.epoch_times_[-1]:.3f} s", flush=True)
+                if self.tol is not None and epoch > 0 and self._converged(extras, classes):
+                    break
+            return rounds.result()
         finally:
             bar.close()
-        self.n_iter_ = epoch + 1
-        self.n_workers_ = k
+
+    def _converged(self, extras, classes):
+        """Record the criterion of the average of the last epoch; whether to stop."""
+        if self._validation_fraction is not None:
+            # stop on the validation score, as sklearn's SGD with
+            # early_stopping=True: its negative is minimised here
+            score = self._validation_score(extras, classes is not None)
+            self.validation_scores_.append(score)
+            loss = -score
+        else:
+            loss = float(extras["loss"]) / float(extras["n"])
+            self.loss_curve_.append(loss)
+        if self.verbose:
+            what = ("validation score" if self._validation_fraction is not None
+                    else "training loss")
+            print(f"   {what} of the average after epoch {self.n_iter_ - 1}: "
+                  f"{abs(loss):.6f}", flush=True)
+        if loss > self._best - self.tol:
+            self._no_improvement += 1
+        else:
+            self._no_improvement = 0
+        self._best = min(self._best, loss)
+        return self._no_improvement >= self.n_iter_no_change
+
+    def _set_fitted(self, template, params, plan):
+        """The fitted attributes: the wrapped estimator holding the average."""
+        del self._best, self._no_improvement
+        self.n_workers_ = plan.k
         if self.tol is not None and self.n_iter_ == self.max_iter:
             warnings.warn("Maximum number of iteration reached before convergence. "
                           "Consider increasing max_iter to improve the fit.",
@@ -471,12 +461,12 @@ class AveragedSGD(PortableBackendMixin, MetaEstimatorMixin, BaseEstimator):
         est = clone(template)
         est.coef_ = np.asarray(params["coef"])
         est.intercept_ = np.asarray(params["intercept"])
-        est.t_ = 1.0 + self.n_iter_ * n_total
+        est.t_ = 1.0 + self.n_iter_ * plan.n_samples
         est.n_iter_ = self.n_iter_
         est.n_features_in_ = self.n_features_in_
-        if classes is not None:
-            est.classes_ = classes
-            self.classes_ = classes
+        if plan.classes is not None:
+            est.classes_ = plan.classes
+            self.classes_ = plan.classes
         self.estimator_ = est
         self.coef_ = est.coef_
         self.intercept_ = est.intercept_

@@ -59,7 +59,8 @@ class EpochProgram:
     average of epoch ``e - 1`` (the parameters the node starts from).
     """
 
-    def __init__(self, estimator, classes, seed, n_total, criterion, validation=None):
+    def __init__(self, estimator, classes, seed, n_total, criterion, validation=None,
+                 checked=False):
         self.estimator = estimator
         self.classes = classes
         self.seed = seed
@@ -67,6 +68,8 @@ class EpochProgram:
         self.criterion = criterion
         #: Fraction of each shard held out to score the average (early stopping).
         self.validation = validation
+        #: The shards were checked for NaN and inf already (rows of a validated X).
+        self.checked = checked
 
     def open(self, X, y, rank):
         est = clone(self.estimator)
@@ -111,8 +114,9 @@ class EpochProgram:
                 crit = self._loss(est, X, y) * len(y)
         seed = np.random.SeedSequence([self.seed, state["rank"], epoch]).generate_state(1)
         est.set_params(random_state=int(seed[0]))
-        # the shard was checked for NaN and inf at the first pass; it has not changed
-        with config_context(assume_finite=epoch > 0 or None):
+        # the shard was checked for NaN and inf (by fit, or at the first pass); it
+        # has not changed since
+        with config_context(assume_finite=self.checked or epoch > 0 or None):
             if self.classes is not None:
                 est.partial_fit(X, y, classes=self.classes)
             else:
