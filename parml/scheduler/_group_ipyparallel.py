@@ -17,15 +17,14 @@ an engine of this host whose process is gone is seen within
 """
 
 import os
-import pickle
 import socket
 import time
-import traceback
 
 from threadpoolctl import threadpool_limits
 
 from .._optional import import_optional
 from ._groups import WorkerGroup, take_rows
+from ._ipyparallel import _Raised, captured
 
 #: Seconds between checks of the engines while the driver waits.
 POLL_SECONDS = 0.5
@@ -45,24 +44,9 @@ class _Named:
         self.name, self.engine = name, engine
 
 
-class _Raised:
-    """What an engine returns for a call that raised."""
-
-    def __init__(self, error, text):
-        self.error, self.text = error, text
-
-
 def _run(limits, fn, args):
     with threadpool_limits(limits=limits.get(socket.gethostname(), 1)):
-        try:
-            return fn(*args)
-        except Exception as exc:
-            text = traceback.format_exc()
-            try:
-                pickle.loads(pickle.dumps(exc))
-            except Exception:
-                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-            return _Raised(exc, text)
+        return captured(fn, *args)
 
 
 def _call(limits, fn, *args):

@@ -543,9 +543,16 @@ def _run_batch(func, tasks, limits, names, *values):
 
 def _run_one(func, task, shared):
     kwargs = resolve(task.kwargs, lambda placeholder: shared[placeholder.slot][placeholder.name])
-    task = dataclasses.replace(task, kwargs=kwargs)
+    return captured(func, dataclasses.replace(task, kwargs=kwargs))
+
+
+def captured(call, *args):
+    """On an engine: ``call(*args)``, or a :class:`_Raised` holding the error it raised.
+
+    An error that does not pickle travels as a RuntimeError with its text.
+    """
     try:
-        return func(task)
+        return call(*args)
     except Exception as exc:
         text = traceback.format_exc()
         try:
