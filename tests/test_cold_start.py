@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from _processes import alive, descendants, parent_pid
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 from sklearn.svm import SVC
@@ -31,11 +32,6 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 X, y = load_digits(return_X_y=True)
 X, y = X[:300], y[:300]
 GRID = {"C": [1, 10], "gamma": [1e-3, 1e-2]}
-
-
-def _ppid(pid):
-    with open(f"/proc/{pid}/stat") as file:
-        return int(file.read().rsplit(")", 1)[1].split()[1])
 
 
 def _run(script, timeout=120, env=None, **kwargs):
@@ -57,8 +53,8 @@ def test_workers_are_forks_of_the_template_and_a_second_search_reuses_them():
     pids = {event["pid"] for event in second.trace_}
     assert pids & {event["pid"] for event in first.trace_}, "the second search reused workers"
     assert (_local_pool._WARM_POOL.n_created, TEMPLATE.n_started) == (n_pools, n_templates)
-    assert {_ppid(pid) for pid in pids} == {TEMPLATE.pid}
-    assert _ppid(TEMPLATE.pid) == os.getpid()
+    assert {parent_pid(pid) for pid in pids} == {TEMPLATE.pid}
+    assert parent_pid(TEMPLATE.pid) == os.getpid()
     reference = GridSearchCV(SVC(), GRID, cv=3).fit(X, y)
     np.testing.assert_array_equal(second.cv_results_["mean_test_score"],
                                   reference.cv_results_["mean_test_score"])
@@ -196,35 +192,16 @@ print("finished")
 """
 
 
-def _descendants(pid):
-    children = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if _ppid(int(entry)) == pid:
-                children.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return children + [d for c in children for d in _descendants(c)]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_ctrl_c_during_the_first_call_stops_workers_and_template():
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CTRL_C.format(tests=TESTS))],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         deadline = time.time() + 60
-        while time.time() < deadline and len(_descendants(proc.pid)) < 3:
+        while time.time() < deadline and len(descendants(proc.pid)) < 3:
             time.sleep(0.05)  # the template and 2 workers (loky adds its trackers)
         time.sleep(0.5)
-        spawned = _descendants(proc.pid)
+        spawned = descendants(proc.pid)
         assert len(spawned) >= 3, "the search runs in worker processes"
         sent = time.time()
         proc.send_signal(signal.SIGINT)
@@ -235,9 +212,9 @@ def test_ctrl_c_during_the_first_call_stops_workers_and_template():
     assert time.time() - sent < 15.0
     assert "finished" not in out and "KeyboardInterrupt: Interrupted after" in err
     deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(pid) for pid in spawned):
+    while time.time() < deadline and any(alive(pid) for pid in spawned):
         time.sleep(0.1)
-    assert not [pid for pid in spawned if _alive(pid)], "processes left running"
+    assert not [pid for pid in spawned if alive(pid)], "processes left running"
 
 
 DEATH_AND_TIMEOUT = """

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from _processes import alive, descendants
 from sklearn.datasets import make_classification
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import GridSearchCV
@@ -144,28 +145,6 @@ print("finished")
 """
 
 
-def _descendants(pid):
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as file:
-                    fields = file.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry))
-    return children + [d for c in children for d in _descendants(c)]
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find workers")
 def test_ctrl_c_stops_promptly_keeps_results_and_resumes(tmp_path):
     log, store = tmp_path / "log", tmp_path / "store"
@@ -176,7 +155,7 @@ def test_ctrl_c_stops_promptly_keeps_results_and_resumes(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline and (not store.exists() or len(os.listdir(store)) < 4):
         time.sleep(0.05)
-    workers = _descendants(proc.pid)
+    workers = descendants(proc.pid)
     assert workers, "the search runs in worker processes"
     sent = time.time()
     proc.send_signal(signal.SIGINT)
@@ -186,7 +165,7 @@ def test_ctrl_c_stops_promptly_keeps_results_and_resumes(tmp_path):
     assert "finished" not in out
     assert "KeyboardInterrupt: Interrupted after" in err and "resume" in err
     time.sleep(1.0)
-    assert not [pid for pid in workers if _alive(pid)], "worker processes left running"
+    assert not [pid for pid in workers if alive(pid)], "worker processes left running"
 
     kept = len([n for n in os.listdir(store) if n.endswith(".pkl") and not n.startswith(".")])
     assert 4 <= kept < 24
